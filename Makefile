@@ -1,0 +1,38 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+SHARED_DATA ?= ../shared/data
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+# Re-runs only when the project's requirements change; each step is skipped when done.
+$(STAMP): pyproject.toml Makefile
+	@command -v apt-get >/dev/null && ! dpkg -s libsuitesparse-dev >/dev/null 2>&1 && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsuitesparse-dev; } || true
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip
+	@# The CPU build of torch lies on this machine's disk; install it before anything can ask for torch.
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	@$(PY) -c "import sksparse" 2>/dev/null || $(PIP) install -q "scikit-sparse<0.5"
+	@$(PY) -c "import theseus" 2>/dev/null || $(PIP) install -q --no-build-isolation theseus-ai==0.2.3
+	@$(PIP) install -q -e ".[test]"
+	@touch $(STAMP)
+	@echo "setup: $(VENV) is ready"
+
+demo: setup
+	$(VENV)/bin/landmark-sfm demo --out demo_out
+
+test: setup
+	$(PY) -m pytest -q -rs tests
+
+# Skips the end-to-end runs on real photo sets.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+clean:
+	rm -rf demo_out .pytest_cache

@@ -1,0 +1,101 @@
+"""The `landmark-sfm` command line: turns a command into a flow call."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flows.settings import Settings
+
+DEFAULTS = Settings()
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-image-size", type=int, default=DEFAULTS.max_image_size,
+                        help="long side, in pixels, that features are computed at (default %(default)s)")
+    parser.add_argument("--max-features", type=int, default=DEFAULTS.max_features,
+                        help="SIFT features per image (default %(default)s)")
+    parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
+                        help="COLMAP camera model (default %(default)s)")
+    parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres"],
+                        help="bundle adjustment solver (default %(default)s)")
+    parser.add_argument("--device", default=DEFAULTS.device, help="torch device for matching (default %(default)s)")
+
+
+def _flow_kwargs(args) -> dict:
+    return {"max_image_size": args.max_image_size, "max_features": args.max_features,
+            "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device}
+
+
+def cmd_run(args) -> int:
+    from storage.sources import list_image_files
+    list_image_files(args.source)  # fail in one line, before Prefect starts, on a bad source
+    from flows.reconstruct import reconstruct
+    report = reconstruct(args.source, args.out, **_flow_kwargs(args))
+    print(format_summary(report))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from storage.colmap_model import evaluate_model_dirs
+    print(json.dumps(evaluate_model_dirs(args.model, args.truth), indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from flows.demo import run_demo
+    print(run_demo(args.out, n_cameras=args.n_cameras)[2])
+    return 0
+
+
+def format_summary(report: dict, accuracy: dict | None = None) -> str:
+    totals = report["totals"]
+    lines = [
+        f"images: {totals['images']} usable, {totals['left_out']} left out",
+        f"registered: {totals['registered']} of {totals['images']} in sparse/0 ({totals['models']} model(s))",
+        f"points: {totals['points']}, mean reprojection error {totals['mean_reprojection_error_px']} px",
+    ]
+    if accuracy is not None:
+        lines.append("accuracy against the exact cameras: " + ", ".join(
+            f"{key} {value}" for key, value in accuracy.items() if key.startswith("auc") or key.endswith("_rel")))
+    lines.append("seconds: " + ", ".join(f"{name} {stage['seconds']:.1f}" for name, stage in report["stages"].items())
+                 + f", total {totals['seconds']:.1f}")
+    lines.append(f"outputs: {report['output']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="landmark-sfm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="reconstruct a folder of photos")
+    run.add_argument("source", help="folder of photos")
+    run.add_argument("--out", required=True, help="output folder")
+    _add_settings(run)
+    run.set_defaults(handler=cmd_run)
+
+    evaluate = commands.add_parser("eval", help="pose accuracy of a COLMAP model against a reference, as JSON")
+    evaluate.add_argument("model", help="COLMAP model folder (text or binary)")
+    evaluate.add_argument("truth", help="reference COLMAP model folder")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    demo = commands.add_parser("demo", help="render the built-in scene, reconstruct it, print a summary")
+    demo.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
+    demo.add_argument("--n-cameras", type=int, default=30)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from storage.images import ImageReadError
+    from storage.sources import SourceError
+    from flows.tasks import NoUsableImages
+    try:
+        return args.handler(args)
+    except (SourceError, NoUsableImages, FileNotFoundError, ImageReadError) as error:
+        print(f"landmark-sfm: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # python -m flows.cli
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""The pipeline's settings, with their defaults in one place."""
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_image_size: int = 1024  # long side the features are computed at, as VGGSfM does
+    max_features: int = 4096
+    match_ratio: float = 0.8  # Lowe's ratio test
+    min_inliers: int = 15  # a verified pair needs this many RANSAC inliers
+    camera_model: str = "SIMPLE_RADIAL"
+    bundle_adjuster: str = "ceres"
+    device: str = "cpu"  # torch device of the matching: "cpu", "cuda", "cuda:1"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def feature_settings(self) -> dict:
+        """What a stored feature set depends on."""
+        return {"max_image_size": self.max_image_size, "max_features": self.max_features, "extractor": "sift"}

@@ -1,0 +1,106 @@
+"""Bundle adjustment behind one interface, and VGGSfM's iterative refinement around it.
+
+One reprojection model (the COLMAP camera model of each image, a robust Cauchy loss on the
+pixel residual); solvers plug in behind `BundleAdjuster`. Ceres (through pycolmap) is the
+fast one.
+"""
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pycolmap
+
+from sfm_core.registration import extend_tracks, register_images
+from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
+
+
+@dataclass
+class BundleAdjustmentSettings:
+    refine_focal_length: bool = True
+    refine_extra_params: bool = True  # the radial term of SIMPLE_RADIAL
+    robust_loss_scale_px: float = 1.0
+    max_iterations: int = 100
+
+
+class BundleAdjuster(Protocol):
+    name: str
+
+    def adjust(self, rec: pycolmap.Reconstruction, settings: BundleAdjustmentSettings) -> float:
+        """Refine cameras, intrinsics and points of rec in place; return the final cost."""
+
+
+class CeresBundleAdjuster:
+    name = "ceres"
+
+    def adjust(self, rec: pycolmap.Reconstruction, settings: BundleAdjustmentSettings) -> float:
+        options = pycolmap.BundleAdjustmentOptions()
+        options.print_summary = False
+        options.refine_focal_length = settings.refine_focal_length
+        options.refine_extra_params = settings.refine_extra_params
+        options.refine_principal_point = False
+        options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+        options.ceres.loss_function_scale = settings.robust_loss_scale_px
+        options.ceres.solver_options.max_num_iterations = settings.max_iterations
+        pycolmap.bundle_adjustment(rec, options)
+        return float(rec.compute_mean_reprojection_error())
+
+
+BUNDLE_ADJUSTERS = {"ceres": CeresBundleAdjuster}
+
+
+@dataclass
+class RefinementSettings:
+    # Reprojection thresholds of the filter after each round, in full-resolution pixels:
+    # VGGSfM halves its threshold each round.
+    filter_thresholds_px: tuple[float, ...] = (4.0, 2.0, 2.0)
+    min_triangulation_angle_deg: float = 1.5
+    bundle_adjustment: BundleAdjustmentSettings = field(default_factory=BundleAdjustmentSettings)
+    triangulation: TriangulationSettings = field(default_factory=TriangulationSettings)
+
+
+@dataclass
+class RefinementReport:
+    rounds: int
+    observations_filtered: int
+    points_retriangulated: int
+    frames_dropped: list[int]
+    frames_reposed: list[int]  # posed afresh by PnP: wrong or missing after initialisation
+
+
+def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_track: dict[int, int],
+           adjuster: BundleAdjuster, settings: RefinementSettings) -> RefinementReport:
+    """Bundle-adjust, filter outliers, re-triangulate lost tracks, repeat; then a last BA.
+
+    keypoint_index: tracks (F, N) int32; point_of_track: {track: point3D id}, updated.
+    """
+    filtered = retriangulated = 0
+    dropped: list[int] = []
+    reposed: set[int] = set()
+    frames = sorted(image_id - 1 for image_id in rec.images)
+    for threshold in settings.filter_thresholds_px:
+        adjuster.adjust(rec, settings.bundle_adjustment)
+        manager = pycolmap.ObservationManager(rec)
+        filtered += manager.filter_all_points3D(threshold, settings.min_triangulation_angle_deg)
+        # Cameras with absurd intrinsics or no observations left are taken out, not kept wrong.
+        for frame_id in manager.filter_frames(0.1, 10.0, 1.0, 10):
+            manager.deregister_frame(frame_id)
+            dropped.append(frame_id - 1)
+        _forget_deleted_points(rec, point_of_track)
+        changed = register_images(rec, keypoint_index, point_of_track, frames, max_error_px=threshold)
+        _forget_deleted_points(rec, point_of_track)
+        extend_tracks(rec, keypoint_index, point_of_track, changed, max_error_px=threshold)
+        reposed.update(changed)
+        lost = np.array([t for t in range(keypoint_index.shape[1]) if t not in point_of_track], np.int64)
+        created = triangulate_tracks(rec, keypoint_index, lost, settings.triangulation)
+        point_of_track.update(created)
+        retriangulated += len(created)
+    adjuster.adjust(rec, settings.bundle_adjustment)
+    manager = pycolmap.ObservationManager(rec)
+    filtered += manager.filter_all_points3D(settings.filter_thresholds_px[-1], settings.min_triangulation_angle_deg)
+    return RefinementReport(len(settings.filter_thresholds_px), filtered, retriangulated, dropped, sorted(reposed))
+
+
+def _forget_deleted_points(rec: pycolmap.Reconstruction, point_of_track: dict[int, int]) -> None:
+    for track, point_id in list(point_of_track.items()):
+        if not rec.exists_point3D(point_id):
+            del point_of_track[track]

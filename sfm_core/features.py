@@ -1,0 +1,41 @@
+"""Local features: SIFT on a downscaled image, keypoints mapped back to full resolution.
+
+Pixel coordinates follow COLMAP: the centre of the top-left pixel is (0.5, 0.5), so a
+keypoint found at x_small in the downscaled image lies at x_small * (W_full / W_small)
+in the full image (a pure scale, no half-pixel shift).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pycolmap
+
+
+@dataclass
+class Features:
+    keypoints: np.ndarray  # (N, 2) float32, full-resolution COLMAP pixel coordinates
+    scales: np.ndarray  # (N,) float32, SIFT scale in full-resolution pixels
+    descriptors: np.ndarray  # (N, 128) uint8, RootSIFT-normalised as COLMAP stores them
+
+
+class SiftExtractor:
+    """COLMAP's CPU SIFT (pycolmap), at most `max_features` detections per image."""
+
+    def __init__(self, max_features: int = 4096):
+        options = pycolmap.FeatureExtractionOptions()
+        options.sift.max_num_features = max_features
+        # One orientation per keypoint: duplicates only add ambiguous matches.
+        options.sift.max_num_orientations = 1
+        options.num_threads = 1
+        self._extractor = pycolmap.FeatureExtractor.create(options)
+
+    def __call__(self, rgb: np.ndarray, scale_xy: tuple[float, float]) -> Features:
+        """rgb: (H, W, 3) uint8 downscaled image; scale_xy: full / downscaled size per axis."""
+        gray = np.ascontiguousarray(rgb.astype(np.float32).mean(axis=2) / 255.0)
+        keypoints, descriptors = self._extractor.extract_from_float32_array(gray)
+        matrix = pycolmap.keypoints_to_matrix(keypoints)  # (N, 4) x, y, scale, orientation
+        sx, sy = scale_xy
+        return Features(
+            keypoints=(matrix[:, :2] * np.array([sx, sy], np.float32)).astype(np.float32),
+            scales=(matrix[:, 2] * (sx + sy) / 2).astype(np.float32),
+            descriptors=np.asarray(descriptors.data, dtype=np.uint8),
+        )

@@ -1,0 +1,444 @@
+"""Synthetic "landmark" scene rendered from cameras with exactly known poses.
+
+Pure numpy (plus scipy for resizing) ray caster used to build the demo
+collection and ground truth for the SfM pipeline.
+
+Conventions (same as COLMAP / OpenCV):
+
+* World frame: metres, z up, ground plane at z = 0.
+* ``cam_from_world = (R, t)``: ``x_cam = R @ x_world + t``; R is (3, 3)
+  float64, t is (3,) float64. The camera looks along +z, x points right and
+  y points down in the image.
+* Intrinsics ``(fx, fy, cx, cy, width, height)``: PINHOLE, so a camera point
+  ``(X, Y, Z)`` lands on image point ``(fx * X / Z + cx, fy * Y / Z + cy)``.
+* Pixel coordinates are continuous with the centre of the top-left pixel at
+  (0.5, 0.5): the ray of pixel (row i, col j) goes through image point
+  ``(j + 0.5, i + 0.5)``. Default principal point is the image centre
+  ``(width / 2, height / 2)``.
+* Face textures: ``P = origin + u * u_axis + v * v_axis`` with u, v in [0, 1];
+  u runs along the texture columns, v along its rows, and texel (row r, col c)
+  has its centre at ``u = (c + 0.5) / w``, ``v = (r + 0.5) / h``. Looking at a
+  face from outside, its texture appears upright and unmirrored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+# Landmark layout: (name, lo corner, hi corner) of axis-aligned boxes in metres.
+BOXES = (
+    ("main", (-6.0, -4.0, 0.0), (6.0, 4.0, 9.0)),
+    ("annex_east", (6.0, -3.0, 0.0), (10.0, 2.0, 5.0)),
+    ("annex_south", (-3.0, -7.5, 0.0), (3.0, -4.0, 3.5)),
+    ("pillar_nw", (-11.6, 4.4, 0.0), (-10.4, 5.6, 6.0)),
+    ("kiosk", (8.0, -11.0, 0.0), (11.0, -9.0, 2.5)),
+    ("pillar_sw", (-10.5, -9.5, 0.0), (-9.5, -8.5, 4.0)),
+)
+GROUND_HALF_SIZE = 40.0  # metres; the ground is a square centred on the origin
+GROUND_TILES = 4  # ground texture is a GROUND_TILES x GROUND_TILES photo mosaic
+GROUND_TILE_PX = 512
+SUN = np.array([-0.45, -0.55, 0.7]) / np.linalg.norm([-0.45, -0.55, 0.7])
+SKY_ZENITH = np.array([80.0, 125.0, 200.0], np.float32)
+SKY_HORIZON = np.array([200.0, 210.0, 222.0], np.float32)
+HAZE = np.array([150.0, 152.0, 140.0], np.float32)  # below horizon, past the ground
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box ``lo <= p <= hi``, each (3,) float64, metres."""
+
+    name: str
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def corners(self) -> np.ndarray:
+        """(8, 3) float64 corner points."""
+        return np.array([[x, y, z] for x in (self.lo[0], self.hi[0])
+                         for y in (self.lo[1], self.hi[1])
+                         for z in (self.lo[2], self.hi[2])])
+
+
+@dataclass(frozen=True)
+class Face:
+    """Textured axis-aligned rectangle facing ``sign * e_axis``.
+
+    ``lo``/``hi``: (3,) rectangle bounds (equal on ``axis``). ``origin``,
+    ``u_axis``, ``v_axis``: (3,) texture frame, see the module docstring.
+    ``texture``: (h, w, 3) uint8, shading and colour variation baked in.
+    """
+
+    name: str
+    axis: int
+    sign: int
+    lo: np.ndarray
+    hi: np.ndarray
+    origin: np.ndarray
+    u_axis: np.ndarray
+    v_axis: np.ndarray
+    texture: np.ndarray
+
+    @property
+    def normal(self) -> np.ndarray:
+        return self.sign * np.eye(3)[self.axis]
+
+    def corners(self) -> np.ndarray:
+        """(4, 3) float64 rectangle corners."""
+        o, u, v = self.origin, self.u_axis, self.v_axis
+        return np.array([o, o + u, o + u + v, o + v])
+
+    def point(self, u: float, v: float) -> np.ndarray:
+        """(3,) world point at texture coordinates (u, v)."""
+        return self.origin + u * self.u_axis + v * self.v_axis
+
+    def uv(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Texture coordinates of (N, 3) points lying on the face."""
+        d = points - self.origin.astype(points.dtype)
+        return (d @ (self.u_axis / (self.u_axis @ self.u_axis)).astype(points.dtype),
+                d @ (self.v_axis / (self.v_axis @ self.v_axis)).astype(points.dtype))
+
+    def hit(self, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        """Ray parameter t of the hits of rays ``origin + t * dirs``.
+
+        ``dirs``: (..., 3). Returns (...) float32, inf where the ray misses.
+        Only front-side hits count, so call it for visible faces only.
+        """
+        a = self.axis
+        b, c = [k for k in range(3) if k != a]
+        # Python floats keep float32 ray arrays in float32 (NEP 50).
+        o, lo, hi = (np.asarray(x, float).tolist() for x in (origin, self.lo, self.hi))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (lo[a] - o[a]) / dirs[..., a]
+        pb = o[b] + t * dirs[..., b]
+        pc = o[c] + t * dirs[..., c]
+        inside = (t > 0) & (pb >= lo[b]) & (pb <= hi[b]) & (pc >= lo[c]) & (pc <= hi[c])
+        return np.where(inside, t, np.float32(np.inf)).astype(np.float32, copy=False)
+
+    def faces_towards(self, point: np.ndarray) -> bool:
+        """Whether ``point`` is on the outer side of the face plane."""
+        return self.sign * (point[self.axis] - self.lo[self.axis]) > 0
+
+
+@dataclass(frozen=True)
+class Landmark:
+    """The scene geometry: boxes standing on a textured ground square."""
+
+    boxes: list[Box]
+    faces: list[Face]  # the ground is the last face
+
+    @property
+    def building(self) -> Box:
+        return self.boxes[0]
+
+    def corners(self) -> np.ndarray:
+        """(8 * n_boxes, 3) float64 corners of all boxes (ground excluded)."""
+        return np.concatenate([b.corners() for b in self.boxes])
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) (3,) bounds of all boxes (ground excluded)."""
+        c = self.corners()
+        return c.min(0), c.max(0)
+
+    def trace(self, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest hits of rays ``origin + t * dirs`` from one (3,) origin.
+
+        Returns ``t`` (N,) float32 (inf on a miss) and ``face`` (N,) int
+        index into ``faces`` (-1 on a miss).
+        """
+        dirs = np.asarray(dirs, np.float32).reshape(-1, 3)
+        best_t = np.full(len(dirs), np.inf, np.float32)
+        best_f = np.full(len(dirs), -1, np.int64)
+        for k, face in enumerate(self.faces):
+            if face.faces_towards(origin):
+                t = face.hit(origin, dirs)
+                closer = t < best_t
+                best_t[closer], best_f[closer] = t[closer], k
+        return best_t, best_f
+
+
+@dataclass
+class SyntheticScene:
+    """Rendered views with exact cameras (see the module docstring).
+
+    ``images``: (H, W, 3) uint8 each; ``names``: e.g. "img_000.jpg";
+    ``intrinsics``: (fx, fy, cx, cy, width, height) PINHOLE;
+    ``cam_from_world``: (R (3, 3) float64, t (3,) float64).
+    """
+
+    images: list[np.ndarray]
+    names: list[str]
+    intrinsics: list[tuple[float, float, float, float, int, int]]
+    cam_from_world: list[tuple[np.ndarray, np.ndarray]]
+    landmark: Landmark
+
+
+# ---------------------------------------------------------------- textures
+
+def _crop_to_aspect(photo: np.ndarray, aspect: float, rng: np.random.Generator) -> np.ndarray:
+    """Largest random crop with width / height == aspect."""
+    h, w = photo.shape[:2]
+    ch, cw = (h, min(w, round(h * aspect))) if w / h > aspect else (min(h, round(w / aspect)), w)
+    r, c = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return photo[r:r + ch, c:c + cw]
+
+
+def _source(photos: Sequence[np.ndarray], k: int, aspect: float, shade: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """k-th distinct texture: photo k % n, in variant (k // n) % 4.
+
+    Mirroring and inverting change SIFT descriptors, so a photo reused in a
+    different variant does not create false matches between faces.
+    """
+    n = len(photos)
+    variant = (k // n) % 4
+    img = _crop_to_aspect(photos[k % n], aspect, rng).astype(np.float32)
+    if variant & 1:
+        img = img[:, ::-1]
+    if variant & 2:
+        img = 255.0 - img
+    # Stretch contrast so dull photos still give plenty of features.
+    lo, hi = np.percentile(img.mean(-1), (1, 99))
+    img = 20.0 + 215.0 * (img - lo) / max(hi - lo, 1.0)
+    gain = shade * (1.0 + rng.normal(0.0, 0.06, 3))  # mild per-face tint
+    return np.clip(img * gain, 0, 255).round().astype(np.uint8)
+
+
+def _ground_texture(photos, first_source: int, rng) -> np.ndarray:
+    """(T*px, T*px, 3) uint8 mosaic of distinct photo variants.
+
+    Photo tiles are magnified on the ground, so random blob noise (unique,
+    never tiled) is mixed in to give close-up views detail to match.
+    """
+    shade = _shade(np.eye(3)[2])
+    rows = []
+    for r in range(GROUND_TILES):
+        row = []
+        for c in range(GROUND_TILES):
+            tile = _source(photos, first_source + r * GROUND_TILES + c, 1.0, shade, rng)
+            zoom = GROUND_TILE_PX / tile.shape[0]
+            row.append(ndimage.zoom(tile, (zoom, zoom, 1), order=1)[:GROUND_TILE_PX, :GROUND_TILE_PX])
+        rows.append(np.concatenate(row, 1))
+    mosaic = np.concatenate(rows, 0).astype(np.float32)
+    noise = sum(ndimage.gaussian_filter(rng.standard_normal(mosaic.shape[:2], np.float32), s) * s
+                for s in (1.0, 3.0))
+    noise /= noise.std()
+    return np.clip(mosaic * (1.0 + 0.25 * noise[..., None]), 0, 255).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------- geometry
+
+def _shade(normal: np.ndarray) -> float:
+    """Brightness of a flat surface under the fixed sun."""
+    return 0.55 + 0.45 * max(0.0, float(SUN @ normal))
+
+
+def _box_faces(box: Box):
+    """(name, axis, sign, lo, hi, origin, u_axis, v_axis) of the walls and roof."""
+    ez = np.eye(3)[2]
+    for axis, sign in ((0, 1), (0, -1), (1, 1), (1, -1), (2, 1)):
+        n = sign * np.eye(3)[axis]
+        right, down = (np.eye(3)[0], -np.eye(3)[1]) if axis == 2 else (np.cross(ez, n), -ez)
+        lo, hi = box.lo.copy(), box.hi.copy()
+        lo[axis] = hi[axis] = box.hi[axis] if sign > 0 else box.lo[axis]
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                            for z in (lo[2], hi[2])])
+        # Texture origin is the top-left corner seen from outside.
+        origin = corners[np.lexsort((corners @ down, corners @ right))[0]]
+        extent = hi - lo
+        yield (f"{box.name}_{'xyz'[axis]}{'+' if sign > 0 else '-'}", axis, sign, lo, hi, origin,
+               right * (np.abs(right) @ extent), down * (np.abs(down) @ extent))
+
+
+def build_landmark(textures: Sequence[np.ndarray], seed: int = 0) -> Landmark:
+    """Landmark with faces textured from ``textures`` ((h, w, 3) uint8 each).
+
+    Every face and ground tile gets a different photo or photo variant as
+    long as ``4 * len(textures)`` suffice; beyond that, variants repeat with
+    new random crops.
+    """
+    if not textures:
+        raise ValueError("need at least one texture")
+    rng = np.random.default_rng(seed)
+    boxes = [Box(name, np.array(lo, float), np.array(hi, float)) for name, lo, hi in BOXES]
+    faces = []
+    for box in boxes:
+        for name, axis, sign, lo, hi, origin, u_axis, v_axis in _box_faces(box):
+            # Skip walls buried inside a neighbouring box (annex against main).
+            if any(np.all(lo >= o.lo) and np.all(hi <= o.hi) for o in boxes if o is not box):
+                continue
+            aspect = np.linalg.norm(u_axis) / np.linalg.norm(v_axis)
+            texture = _source(textures, len(faces), aspect, _shade(sign * np.eye(3)[axis]), rng)
+            faces.append(Face(name, axis, sign, lo, hi, origin, u_axis, v_axis, texture))
+    g = GROUND_HALF_SIZE
+    faces.append(Face("ground", 2, 1, np.array([-g, -g, 0.0]), np.array([g, g, 0.0]),
+                      np.array([-g, g, 0.0]), np.array([2 * g, 0, 0.0]), np.array([0, -2 * g, 0.0]),
+                      _ground_texture(textures, len(faces), rng)))
+    return Landmark(boxes, faces)
+
+
+# ---------------------------------------------------------------- cameras
+
+def look_at(centre: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cam_from_world (R, t) of a zero-roll camera at ``centre`` facing ``target``."""
+    fwd = target - centre
+    fwd = fwd / np.linalg.norm(fwd)
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    R = np.stack([right, np.cross(fwd, right), fwd])  # rows: x right, y down, z forward
+    return R, -R @ centre
+
+
+def _smooth_random(rng, n: int, lo: float, hi: float, n_knots: int = 6) -> np.ndarray:
+    """n values in [lo, hi] varying slowly along the sequence (periodic)."""
+    knots = rng.uniform(lo, hi, n_knots + 1)
+    knots[-1] = knots[0]
+    return np.interp(np.linspace(0, n_knots, n, endpoint=False), np.arange(n_knots + 1), knots)
+
+
+def ring_cameras(
+    landmark: Landmark,
+    n_cameras: int = 30,
+    image_size: tuple[int, int] | Sequence[tuple[int, int]] = (640, 480),
+    hfov_deg: float | Sequence[float] = 58.0,
+    seed: int = 0,
+    arc_deg: float = 300.0,
+    distance_factor: tuple[float, float] = (1.6, 2.5),
+    height_range: tuple[float, float] = (1.6, 12.0),
+    target_jitter: float = 0.8,
+) -> tuple[list[tuple[float, float, float, float, int, int]], list[tuple[np.ndarray, np.ndarray]]]:
+    """Cameras on an arc around the main building, ordered by azimuth.
+
+    ``image_size`` is (width, height), either one for all cameras or one per
+    camera; ``hfov_deg`` likewise (horizontal field of view). Distances are
+    ``distance_factor`` times the building's horizontal size; distance and
+    height vary slowly along the arc so consecutive views overlap strongly.
+    Returns (intrinsics, cam_from_world) lists, see the module docstring.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [tuple(image_size)] * n_cameras if np.ndim(image_size[0]) == 0 else list(image_size)
+    hfovs = np.broadcast_to(np.asarray(hfov_deg, float), (n_cameras,))
+    if len(sizes) != n_cameras:
+        raise ValueError("need one image size per camera")
+    b = landmark.building
+    size = max(b.hi[:2] - b.lo[:2])
+    centre = np.array([*(b.lo[:2] + b.hi[:2]) / 2, 0.4 * b.hi[2]])
+    full = arc_deg >= 360.0
+    step = np.radians(arc_deg) / (n_cameras if full else max(n_cameras - 1, 1))
+    azimuth = rng.uniform(0, 2 * np.pi) + step * (np.arange(n_cameras) + rng.uniform(-0.2, 0.2, n_cameras))
+    dist = size * _smooth_random(rng, n_cameras, *distance_factor)
+    height = _smooth_random(rng, n_cameras, *height_range)
+    intrinsics, poses = [], []
+    for k in range(n_cameras):
+        w, h = sizes[k]
+        f = w / 2 / np.tan(np.radians(hfovs[k]) / 2)
+        intrinsics.append((float(f), float(f), w / 2, h / 2, int(w), int(h)))
+        cam = np.array([centre[0] + dist[k] * np.cos(azimuth[k]),
+                        centre[1] + dist[k] * np.sin(azimuth[k]), height[k]])
+        poses.append(look_at(cam, centre + rng.normal(0.0, target_jitter, 3)))
+    return intrinsics, poses
+
+
+# ---------------------------------------------------------------- rendering
+
+def _bilinear(texture: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 samples of (h, w, 3) ``texture`` at (N,) u, v."""
+    h, w = texture.shape[:2]
+    x = np.clip(u * w - 0.5, 0, w - 1).astype(np.float32)
+    y = np.clip(v * h - 0.5, 0, h - 1).astype(np.float32)
+    x0 = np.minimum(x.astype(np.int32), max(w - 2, 0))
+    y0 = np.minimum(y.astype(np.int32), max(h - 2, 0))
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    # Gather uint8 texels through flat indices and convert only those: cheaper
+    # than converting a whole texture or indexing with (row, col) pairs.
+    flat = texture.reshape(-1, 3)
+    tl, tr = flat[y0 * w + x0].astype(np.float32), flat[y0 * w + x1].astype(np.float32)
+    bl, br = flat[y1 * w + x0].astype(np.float32), flat[y1 * w + x1].astype(np.float32)
+    top = tl + (tr - tl) * fx
+    bottom = bl + (br - bl) * fx
+    return top + (bottom - top) * fy
+
+
+def _footprint(face: Face, K: np.ndarray, R, t, shape, ss: int) -> tuple[slice, slice]:
+    """Sample-grid window that contains the face's projection."""
+    cam = face.corners() @ R.T + t
+    if np.any(cam[:, 2] <= 1e-6):  # crosses the image plane: use the whole image
+        return slice(0, shape[0]), slice(0, shape[1])
+    uv = cam[:, :2] / cam[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+    c0, r0 = np.floor(uv.min(0) * ss).astype(int) - 1
+    c1, r1 = np.ceil(uv.max(0) * ss).astype(int) + 1
+    return slice(max(r0, 0), max(min(r1, shape[0]), 0)), slice(max(c0, 0), max(min(c1, shape[1]), 0))
+
+
+def render_view(landmark: Landmark, intrinsics, cam_from_world, supersample: int = 2) -> np.ndarray:
+    """Render one view; returns (height, width, 3) uint8.
+
+    ``intrinsics`` (fx, fy, cx, cy, width, height) and ``cam_from_world``
+    (R, t) follow the module docstring. Each pixel averages
+    ``supersample**2`` rays spread evenly over its area.
+    """
+    fx, fy, cx, cy, w, h = intrinsics
+    R, t = (np.asarray(a, np.float64) for a in cam_from_world)
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+    ss = supersample
+    centre = (-R.T @ t).astype(np.float32)
+    # Camera-frame rays with z = 1, so the ray parameter t is the depth.
+    xs = ((np.arange(w * ss) + 0.5) / ss - cx) / fx
+    ys = ((np.arange(h * ss) + 0.5) / ss - cy) / fy
+    dirs = np.empty((h * ss, w * ss, 3), np.float32)
+    dirs[..., 0], dirs[..., 1], dirs[..., 2] = xs[None, :], ys[:, None], 1.0
+    dirs = dirs @ R.astype(np.float32)  # rows @ R == (R.T @ d) per ray: world directions
+    depth = np.full(dirs.shape[:2], np.inf, np.float32)
+    face_id = np.full(dirs.shape[:2], -1, np.int16)
+    windows = {}
+    for k, face in enumerate(landmark.faces):
+        if not face.faces_towards(centre):
+            continue
+        win = windows[k] = _footprint(face, K, R, t, depth.shape, ss)
+        tk = face.hit(centre, dirs[win])
+        closer = tk < depth[win]
+        depth[win][closer] = tk[closer]
+        face_id[win][closer] = k
+
+    elevation = dirs[..., 2] / np.linalg.norm(dirs, axis=-1)
+    sky = np.sqrt(np.clip(elevation, 0, 1))[..., None]
+    haze = np.clip(-elevation * 8, 0, 1)[..., None]  # smooth fade into the haze band
+    color = np.where(elevation[..., None] >= 0,
+                     SKY_HORIZON + (SKY_ZENITH - SKY_HORIZON) * sky,
+                     SKY_HORIZON + (HAZE - SKY_HORIZON) * haze).astype(np.float32)
+    for k, win in windows.items():
+        mask = face_id[win] == k
+        if not mask.any():
+            continue
+        points = centre + depth[win][mask][:, None] * dirs[win][mask]
+        u, v = landmark.faces[k].uv(points)
+        color[win][mask] = _bilinear(landmark.faces[k].texture, u, v)
+    img = color.reshape(h, ss, w, ss, 3).mean((1, 3))
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_scene(
+    textures: Sequence[np.ndarray],
+    n_cameras: int = 30,
+    image_size: tuple[int, int] | Sequence[tuple[int, int]] = (640, 480),
+    hfov_deg: float | Sequence[float] = 58.0,
+    seed: int = 0,
+    arc_deg: float = 300.0,
+    supersample: int = 2,
+) -> SyntheticScene:
+    """Build the landmark, place ``n_cameras`` cameras on an arc and render.
+
+    ``textures``: photos, (h, w, 3) uint8. ``image_size``: (width, height),
+    one for all or one per camera; ``hfov_deg``: one or one per camera.
+    Deterministic for a given ``seed``.
+    """
+    seeds = np.random.SeedSequence(seed).generate_state(2)
+    landmark = build_landmark(textures, seed=int(seeds[0]))
+    intrinsics, poses = ring_cameras(landmark, n_cameras, image_size, hfov_deg,
+                                     seed=int(seeds[1]), arc_deg=arc_deg)
+    images = [render_view(landmark, K, pose, supersample) for K, pose in zip(intrinsics, poses)]
+    names = [f"img_{k:03d}.jpg" for k in range(n_cameras)]
+    return SyntheticScene(images, names, intrinsics, poses, landmark)

@@ -1,0 +1,61 @@
+"""Tracks: verified matches of all pairs joined into multi-view point tracks.
+
+A track is stored densely per frame, as VGGSfM holds them: `keypoint_index: (F, N) int32`,
+the keypoint of track n in frame f or -1 where the track is not visible.
+"""
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from sfm_core.verification import VerifiedPair
+
+
+def build_tracks(num_keypoints: list[int], pairs: list[VerifiedPair], min_length: int = 2) -> np.ndarray:
+    """Join the inlier matches of all pairs into tracks.
+
+    num_keypoints: keypoints per frame (F entries). Returns keypoint_index (F, N) int32.
+    Where a connected component holds two keypoints of one frame the frame is ambiguous for
+    that track: its observations are dropped, the rest of the track is kept.
+    """
+    offsets = np.concatenate([[0], np.cumsum(num_keypoints)]).astype(np.int64)
+    total = int(offsets[-1])
+    if not pairs or total == 0:
+        return np.full((len(num_keypoints), 0), -1, np.int32)
+    rows = np.concatenate([offsets[p.index1] + p.inliers[:, 0] for p in pairs])
+    cols = np.concatenate([offsets[p.index2] + p.inliers[:, 1] for p in pairs])
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(total, total))
+    _, labels = connected_components(graph, directed=False)
+
+    nodes = np.unique(np.concatenate([rows, cols]))
+    frames = np.searchsorted(offsets, nodes, side="right") - 1
+    keypoints = nodes - offsets[frames]
+    components = labels[nodes]
+
+    # Drop (component, frame) cells that hold more than one keypoint.
+    cell = components.astype(np.int64) * len(num_keypoints) + frames
+    _, cell_inverse, cell_counts = np.unique(cell, return_inverse=True, return_counts=True)
+    unique_cell = cell_counts[cell_inverse] == 1
+    components, frames, keypoints = components[unique_cell], frames[unique_cell], keypoints[unique_cell]
+
+    # Keep components still seen in at least `min_length` frames.
+    track_ids, track_of_node, lengths = np.unique(components, return_inverse=True, return_counts=True)
+    long_enough = lengths >= min_length
+    new_id = np.cumsum(long_enough) - 1
+    keep = long_enough[track_of_node]
+    keypoint_index = np.full((len(num_keypoints), int(long_enough.sum())), -1, np.int32)
+    keypoint_index[frames[keep], new_id[track_of_node[keep]]] = keypoints[keep]
+    return keypoint_index
+
+
+def track_xy(keypoint_index: np.ndarray, keypoints: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and visibility of tracks.
+
+    keypoint_index: (F, N) int32; keypoints[f]: (K_f, 2). Returns xy (F, N, 2) float32
+    (NaN where invisible) and visibility (F, N) bool.
+    """
+    num_frames, num_tracks = keypoint_index.shape
+    xy = np.full((num_frames, num_tracks, 2), np.nan, np.float32)
+    visible = keypoint_index >= 0
+    for frame in range(num_frames):
+        xy[frame, visible[frame]] = keypoints[frame][keypoint_index[frame, visible[frame]]]
+    return xy, visible

@@ -1,0 +1,62 @@
+"""Geometric verification of putative matches with pycolmap's RANSAC estimators."""
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pycolmap
+
+# Configurations whose inliers are trusted for tracks; a relative pose comes with most of them.
+_USABLE = {
+    pycolmap.TwoViewGeometryConfiguration.CALIBRATED,
+    pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED,
+    pycolmap.TwoViewGeometryConfiguration.PLANAR,
+    pycolmap.TwoViewGeometryConfiguration.PANORAMIC,
+    pycolmap.TwoViewGeometryConfiguration.PLANAR_OR_PANORAMIC,
+}
+
+
+@dataclass
+class VerifiedPair:
+    index1: int
+    index2: int
+    num_matches: int  # putative matches before RANSAC
+    inliers: np.ndarray  # (K, 2) uint32 keypoint indices into image1, image2
+    configuration: str  # pycolmap TwoViewGeometryConfiguration name
+    # cam2_from_cam1 as a quaternion (x, y, z, w) and a unit translation; None when unknown.
+    rotation_xyzw: np.ndarray | None
+    translation: np.ndarray | None
+    # Fundamental matrix (3, 3) mapping image-1 points to epipolar lines in image 2; None for
+    # planar or panoramic pairs. View-graph calibration reads focal lengths from it.
+    fundamental: np.ndarray | None = None
+
+    def with_relative_pose(self, rotation_xyzw: np.ndarray | None, translation: np.ndarray | None) -> "VerifiedPair":
+        return replace(self, rotation_xyzw=rotation_xyzw, translation=translation)
+
+
+def verification_options(min_inliers: int = 15) -> pycolmap.TwoViewGeometryOptions:
+    options = pycolmap.TwoViewGeometryOptions()
+    options.min_num_inliers = min_inliers
+    options.compute_relative_pose = True
+    options.ransac.random_seed = 0  # reproducible runs
+    return options
+
+
+def verify_pair(index1: int, index2: int, keypoints1: np.ndarray, keypoints2: np.ndarray,
+                matches: np.ndarray, camera1: pycolmap.Camera, camera2: pycolmap.Camera,
+                options: pycolmap.TwoViewGeometryOptions) -> VerifiedPair | None:
+    """keypoints: (N, 2) COLMAP pixel coordinates; matches: (K, 2) uint32. None if rejected."""
+    if len(matches) < options.min_num_inliers:
+        return None
+    geometry = pycolmap.estimate_two_view_geometry(
+        camera1, keypoints1.astype(np.float64), camera2, keypoints2.astype(np.float64),
+        matches.astype(np.uint32), options)
+    inliers = np.asarray(geometry.inlier_matches, dtype=np.uint32).reshape(-1, 2)
+    configuration = pycolmap.TwoViewGeometryConfiguration(geometry.config)
+    if configuration not in _USABLE or len(inliers) < options.min_num_inliers:
+        return None
+    pose = geometry.cam2_from_cam1
+    return VerifiedPair(
+        index1, index2, len(matches), inliers, configuration.name,
+        None if pose is None else np.asarray(pose.rotation.quat, dtype=np.float64),
+        None if pose is None else np.asarray(pose.translation, dtype=np.float64),
+        None if geometry.F is None else np.asarray(geometry.F, dtype=np.float64),
+    )

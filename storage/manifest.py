@@ -1,0 +1,122 @@
+"""The manifest: one row per file of the source, stored as Parquet.
+
+Every file the source lists gets a row, usable or not, so a user can see why
+a photo was left out. Schema (MANIFEST_SCHEMA):
+
+    image_id         int32    1-based id of a usable photo, in row order; null unless status is "ok"
+    name             string   path relative to the source root, "/"-separated (not null)
+    uri              string   absolute path or URI of the file (not null)
+    sha256           string   hex digest of the file bytes; null if the file could not be read
+    bytes            int64    file size; null if the file could not be read
+    width            int32    viewed (EXIF-oriented) width in pixels; null if not an image
+    height           int32    viewed (EXIF-oriented) height in pixels; null if not an image
+    focal_length_px  float64  focal length in full-resolution pixels from EXIF; null if unknown
+    exif_focal_mm    float64  EXIF FocalLength in mm; null if absent
+    camera_make      string   EXIF Make; null if absent
+    camera_model     string   EXIF Model; null if absent
+    status           string   "ok", "duplicate of <name>", or why the photo is unusable (not null)
+
+A file with the same sha256 as an earlier usable one is the same photo: it is
+processed once, under the earlier name, and its own row says whose duplicate it is.
+"""
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.images import probe_image
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.int32()),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("sha256", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("focal_length_px", pa.float64()),
+        pa.field("exif_focal_mm", pa.float64()),
+        pa.field("camera_make", pa.string()),
+        pa.field("camera_model", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One manifest row; fields and nullability as in MANIFEST_SCHEMA."""
+
+    image_id: int | None
+    name: str
+    uri: str
+    sha256: str | None
+    bytes: int | None
+    width: int | None
+    height: int | None
+    focal_length_px: float | None
+    exif_focal_mm: float | None
+    camera_make: str | None
+    camera_model: str | None
+    status: str
+
+
+def build_manifest(root: str, files: list[str]) -> list[ManifestRow]:
+    """Probe each of `files` (paths under `root`, in the order given) into a row."""
+    rows = []
+    ok_names_by_sha = {}
+    for path in files:
+        probe = probe_image(path)
+        status, image_id = probe.status, None
+        if status == "ok" and probe.sha256 in ok_names_by_sha:
+            status = f"duplicate of {ok_names_by_sha[probe.sha256]}"
+        name = Path(os.path.relpath(path, root)).as_posix()
+        if status == "ok":
+            ok_names_by_sha[probe.sha256] = name
+            image_id = len(ok_names_by_sha)
+        rows.append(
+            ManifestRow(
+                image_id=image_id,
+                name=name,
+                uri=os.path.abspath(path),
+                sha256=probe.sha256,
+                bytes=probe.bytes,
+                width=probe.width,
+                height=probe.height,
+                focal_length_px=probe.focal_length_px,
+                exif_focal_mm=probe.exif_focal_mm,
+                camera_make=probe.camera_make,
+                camera_model=probe.camera_model,
+                status=status,
+            )
+        )
+    return rows
+
+
+def write_manifest(rows: list[ManifestRow], path: str) -> None:
+    """Write `rows` to Parquet at `path` atomically: readers see the old file
+    or the complete new one, never a partial write."""
+    table = pa.Table.from_pylist([asdict(r) for r in rows], schema=MANIFEST_SCHEMA)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".parquet.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_manifest(path: str) -> list[ManifestRow]:
+    table = pq.read_table(path)
+    if not table.schema.equals(MANIFEST_SCHEMA):
+        raise ValueError(f"{path} is not a manifest: schema differs from MANIFEST_SCHEMA")
+    return [ManifestRow(**row) for row in table.to_pylist()]

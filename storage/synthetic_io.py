@@ -1,0 +1,53 @@
+"""Textures for, and on-disk output of, the synthetic landmark scene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+from PIL import Image
+
+# Photos shipped inside scikit-image (no download), chosen for dense detail
+# and few uniform areas; the first ones land on the main building.
+PACKAGE_TEXTURES = (
+    "astronaut", "chelsea", "coffee", "stereo_motorcycle", "immunohistochemistry",
+    "camera", "gravel", "grass", "coins", "brick", "text", "rocket",
+)
+
+
+def load_package_textures() -> list[np.ndarray]:
+    """Photos from ``skimage.data`` as (h, w, 3) uint8 RGB arrays."""
+    import skimage.data
+
+    out = []
+    for name in PACKAGE_TEXTURES:
+        img = getattr(skimage.data, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
+            img = img[0]
+        img = np.asarray(img, np.uint8)
+        out.append(np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3].copy())
+    return out
+
+
+def scene_reconstruction(scene) -> pycolmap.Reconstruction:
+    """Ground truth as a pycolmap model: one PINHOLE camera per image, no points."""
+    rec = pycolmap.Reconstruction()
+    for k, (name, (fx, fy, cx, cy, w, h), (R, t)) in enumerate(
+            zip(scene.names, scene.intrinsics, scene.cam_from_world), start=1):
+        rec.add_camera_with_trivial_rig(pycolmap.Camera(
+            model="PINHOLE", width=w, height=h, params=[fx, fy, cx, cy], camera_id=k))
+        rec.add_image_with_trivial_frame(
+            pycolmap.Image(name=name, camera_id=k, image_id=k),
+            pycolmap.Rigid3d(pycolmap.Rotation3d(np.asarray(R, float)), np.asarray(t, float)))
+    return rec
+
+
+def write_scene(scene, out_dir: str | Path, jpeg_quality: int = 92) -> None:
+    """Write ``out_dir/images/<name>`` (JPEG) and the COLMAP text model ``out_dir/gt/``."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "gt").mkdir(parents=True, exist_ok=True)
+    for name, img in zip(scene.names, scene.images):
+        Image.fromarray(img).save(out_dir / "images" / name, quality=jpeg_quality)
+    scene_reconstruction(scene).write_text(str(out_dir / "gt"))

@@ -1,0 +1,168 @@
+import numpy as np
+import pycolmap
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from sfm_core.synthetic import render_scene
+from storage.synthetic_io import load_package_textures, write_scene
+
+SMALL = (160, 120)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return render_scene(load_package_textures(), n_cameras=30, image_size=SMALL, seed=0)
+
+
+def wave_texture():
+    """Smooth but fast-varying: rendered colour pins down sub-pixel position."""
+    y, x = np.mgrid[0:256, 0:256]
+    return np.stack([128 + 100 * np.sin(2 * np.pi * x / 41),
+                     128 + 100 * np.sin(2 * np.pi * y / 37),
+                     np.full(x.shape, 128.0)], -1).round().astype(np.uint8)
+
+
+def project(intrinsics, pose, points):
+    """Independent PINHOLE projection: image points (N, 2) and depths (N,)."""
+    fx, fy, cx, cy, _, _ = intrinsics
+    R, t = pose
+    cam = points @ R.T + t
+    return np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], 1), cam[:, 2]
+
+
+def centre_of(pose):
+    R, t = pose
+    return -R.T @ t
+
+
+def visible(landmark, centre, points, faces):
+    """Whether each point on ``faces`` is the first surface hit from ``centre``."""
+    t, hit = landmark.trace(centre, points - centre)
+    return (hit == faces) & (t > 1 - 1e-3)
+
+
+def sample(img, xy):
+    """Bilinear colour at image points, pixel (i, j) centred at (j + .5, i + .5)."""
+    coords = [xy[:, 1] - 0.5, xy[:, 0] - 0.5]
+    return np.stack([ndimage.map_coordinates(img[..., c].astype(float), coords, order=1)
+                     for c in range(3)], 1)
+
+
+def test_package_textures_are_rgb_photos():
+    textures = load_package_textures()
+    assert len(textures) >= 8
+    for tex in textures:
+        assert tex.dtype == np.uint8 and tex.ndim == 3 and tex.shape[2] == 3
+        assert min(tex.shape[:2]) >= 128 and tex.std() > 20
+
+
+def test_faces_are_on_boxes_and_textures_read_upright(scene):
+    lm = scene.landmark
+    lo, hi = lm.bounds()
+    for face in lm.faces[:-1]:
+        corners = face.corners()
+        assert np.all(corners >= lo - 1e-9) and np.all(corners <= hi + 1e-9)
+        # Viewed from outside, u goes right and v goes down: u x v points into the face.
+        into = np.cross(face.u_axis, face.v_axis)
+        assert np.allclose(into / np.linalg.norm(into), -face.normal)
+    assert lm.faces[-1].name == "ground" and lm.faces[-1].normal[2] == 1
+
+
+def test_render_agrees_with_pinhole_projection():
+    sc = render_scene([wave_texture()], n_cameras=6, image_size=(320, 240), seed=3)
+    rng = np.random.default_rng(0)
+    # Big facades keep the wave several pixels long in the image, where image
+    # interpolation is accurate.
+    main_faces = [k for k, f in enumerate(sc.landmark.faces) if f.name.startswith("main")]
+    errors, shifted = [], []
+    for img, K, pose in zip(sc.images, sc.intrinsics, sc.cam_from_world):
+        faces = rng.choice(main_faces, 400)
+        uv = rng.uniform(0.1, 0.9, (400, 2))
+        points = np.array([sc.landmark.faces[f].point(u, v) for f, (u, v) in zip(faces, uv)])
+        xy, depth = project(K, pose, points)
+        c = centre_of(pose)
+        rays = (points - c) / np.linalg.norm(points - c, axis=1, keepdims=True)
+        normals = np.array([sc.landmark.faces[f].normal for f in faces])
+        keep = ((depth > 0) & np.all((xy > 2) & (xy < np.array(K[4:]) - 2), 1)
+                & (np.sum(-rays * normals, 1) > 0.5) & visible(sc.landmark, c, points, faces))
+        expected = np.array([sample(sc.landmark.faces[f].texture,
+                                    np.array([[u * sc.landmark.faces[f].texture.shape[1],
+                                               v * sc.landmark.faces[f].texture.shape[0]]]))[0]
+                             for f, (u, v) in zip(faces[keep], uv[keep])])
+        errors.append(np.abs(sample(img, xy[keep]) - expected)[:, :2].ravel())
+        # The classic half-pixel convention slip, to show the check is sensitive.
+        shifted.append(np.abs(sample(img, xy[keep] - 0.5) - expected)[:, :2].ravel())
+    errors, shifted = np.concatenate(errors), np.concatenate(shifted)
+    assert errors.size > 500
+    assert np.median(errors) < 2 and np.percentile(errors, 90) < 6
+    assert np.median(shifted) > 4 * np.median(errors)
+
+
+def test_deterministic_for_seed():
+    textures = [wave_texture()]
+    a = render_scene(textures, n_cameras=3, image_size=(64, 48), seed=7)
+    b = render_scene(textures, n_cameras=3, image_size=(64, 48), seed=7)
+    c = render_scene(textures, n_cameras=3, image_size=(64, 48), seed=8)
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+               for x, y in zip(a.cam_from_world, b.cam_from_world))
+    assert not np.allclose(a.cam_from_world[0][1], c.cam_from_world[0][1])
+
+
+def test_images_are_textured(scene):
+    assert len(scene.images) == 30 and len(set(scene.names)) == 30
+    for img, K, pose in zip(scene.images, scene.intrinsics, scene.cam_from_world):
+        assert img.shape == (SMALL[1], SMALL[0], 3) and img.dtype == np.uint8
+        gray = img.astype(float).mean(-1)
+        local_std = np.sqrt(np.maximum(ndimage.uniform_filter(gray ** 2, 5)
+                                       - ndimage.uniform_filter(gray, 5) ** 2, 0))
+        # Sky is allowed to be smooth; everything the rays hit must be textured.
+        fx, fy, cx, cy, w, h = K
+        i, j = np.mgrid[0:h, 0:w]
+        dirs = np.stack([(j + 0.5 - cx) / fx, (i + 0.5 - cy) / fy, np.ones(i.shape)], -1) @ pose[0]
+        _, hit = scene.landmark.trace(centre_of(pose), dirs.reshape(-1, 3))
+        surface = hit.reshape(h, w) >= 0
+        assert surface.mean() > 0.4
+        assert np.mean(local_std[surface] < 3) < 0.1
+
+
+def test_neighbouring_cameras_overlap(scene):
+    lm, n = scene.landmark, len(scene.images)
+    b = lm.building
+    for K, pose in zip(scene.intrinsics, scene.cam_from_world):
+        xy, depth = project(K, pose, ((b.lo + b.hi) / 2)[None])
+        w, h = K[4:]
+        assert depth[0] > 0 and 0.2 * w < xy[0, 0] < 0.8 * w and 0.2 * h < xy[0, 1] < 0.8 * h
+    for k in range(n - 1):
+        (fx, fy, cx, cy, w, h), pose = scene.intrinsics[k], scene.cam_from_world[k]
+        i, j = np.mgrid[4:h:8, 4:w:8]
+        dirs = np.stack([(j + 0.5 - cx) / fx, (i + 0.5 - cy) / fy, np.ones(i.shape)], -1) @ pose[0]
+        c = centre_of(pose)
+        t, faces = lm.trace(c, dirs.reshape(-1, 3))
+        hit = faces >= 0
+        points = c + t[hit, None] * dirs.reshape(-1, 3)[hit]
+        K2, pose2 = scene.intrinsics[k + 1], scene.cam_from_world[k + 1]
+        xy, depth = project(K2, pose2, points)
+        in_view = (depth > 0) & np.all((xy >= 0) & (xy <= np.array(K2[4:])), 1)
+        seen = in_view & visible(lm, centre_of(pose2), points, faces[hit])
+        assert seen.mean() > 0.5, f"cameras {k} and {k + 1} overlap too little"
+
+
+def test_written_model_round_trips(scene, tmp_path):
+    write_scene(scene, tmp_path)
+    rec = pycolmap.Reconstruction(tmp_path / "gt")
+    assert rec.num_images() == len(scene.names) and rec.num_points3D() == 0
+    images = {im.name: im for im in rec.images.values()}
+    assert set(images) == set(scene.names)
+    for name, K, (R, t) in zip(scene.names, scene.intrinsics, scene.cam_from_world):
+        im = images[name]
+        cam = rec.cameras[im.camera_id]
+        assert cam.model == pycolmap.CameraModelId.PINHOLE
+        assert (cam.width, cam.height) == K[4:]
+        assert np.allclose(cam.params, K[:4])
+        pose = im.cam_from_world()
+        assert np.allclose(pose.rotation.matrix(), R, atol=1e-9)
+        assert np.allclose(pose.translation, t, atol=1e-9)
+        with Image.open(tmp_path / "images" / name) as jpg:
+            assert jpg.format == "JPEG" and jpg.size == K[4:]
