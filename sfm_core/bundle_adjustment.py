@@ -4,7 +4,7 @@ One reprojection model (the COLMAP camera model of each image, a robust Cauchy l
 pixel residual); solvers plug in behind `BundleAdjuster`. Ceres (through pycolmap) is the
 fast one.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +41,10 @@ class CeresBundleAdjuster:
         options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
         options.ceres.loss_function_scale = settings.robust_loss_scale_px
         options.ceres.solver_options.max_num_iterations = settings.max_iterations
+        # Global positioning leaves the scene at an arbitrary, often tiny, scale; at such a
+        # scale Ceres's tolerances let a free focal length collapse all points onto the
+        # cameras. A normalised scene (extent 10) keeps the problem well conditioned.
+        rec.normalize()
         pycolmap.bundle_adjustment(rec, options)
         return float(rec.compute_mean_reprojection_error())
 
@@ -74,11 +78,14 @@ def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_tr
     keypoint_index: tracks (F, N) int32; point_of_track: {track: point3D id}, updated.
     """
     filtered = retriangulated = 0
+    fixed_intrinsics = replace(settings.bundle_adjustment, refine_focal_length=False, refine_extra_params=False)
     dropped: list[int] = []
     reposed: set[int] = set()
     frames = sorted(image_id - 1 for image_id in rec.images)
-    for threshold in settings.filter_thresholds_px:
-        adjuster.adjust(rec, settings.bundle_adjustment)
+    for round_index, threshold in enumerate(settings.filter_thresholds_px):
+        # Intrinsics stay fixed in the first round: far from the solution, a free focal length
+        # and distortion can run away with the outliers before the filter removes them.
+        adjuster.adjust(rec, settings.bundle_adjustment if round_index else fixed_intrinsics)
         manager = pycolmap.ObservationManager(rec)
         filtered += manager.filter_all_points3D(threshold, settings.min_triangulation_angle_deg)
         # Cameras with absurd intrinsics or no observations left are taken out, not kept wrong.

@@ -29,10 +29,6 @@ def frame_of_image(image_id: int) -> int:
     return image_id - 1
 
 
-def registered_frames(rec: pycolmap.Reconstruction) -> list[int]:
-    return sorted(frame_of_image(i) for i in rec.reg_image_ids())
-
-
 def clear_points(rec: pycolmap.Reconstruction) -> None:
     for point_id in list(rec.point3D_ids()):
         rec.delete_point3D(point_id)

@@ -39,7 +39,9 @@ def register_images(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, po
     changed = []
     for frame in frames:
         image = rec.image(frame + 1)
-        tracks = [t for t in np.nonzero(keypoint_index[frame] >= 0)[0] if t in point_of_track]
+        # Re-posing an earlier image can delete points (tracks left with one observation).
+        tracks = [t for t in np.nonzero(keypoint_index[frame] >= 0)[0]
+                  if t in point_of_track and rec.exists_point3D(point_of_track[t])]
         points2D, points3D = [], []
         for track in tracks:
             point = rec.points3D[point_of_track[track]]
@@ -57,8 +59,9 @@ def register_images(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, po
         for index, point2D in enumerate(image.points2D):
             if point2D.has_point3D():
                 rec.delete_observation(image.image_id, index)
+        registered = image.image_id in set(rec.reg_image_ids())
         rec.frame(image.frame_id).set_cam_from_world(image.camera_id, result["cam_from_world"])
-        if not image.has_pose:
+        if not registered:
             rec.register_frame(image.frame_id)
         changed.append(frame)
     return changed
@@ -68,15 +71,16 @@ def extend_tracks(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, poin
                   frames: list[int], max_error_px: float = 4.0) -> int:
     """Add the observations of `frames` to existing points where they reproject well."""
     added = 0
+    registered = set(rec.reg_image_ids())
     for frame in frames:
         image = rec.image(frame + 1)
-        if not image.has_pose:
+        if image.image_id not in registered:
             continue
         camera, pose = rec.cameras[image.camera_id], image.cam_from_world()
         for track in np.nonzero(keypoint_index[frame] >= 0)[0]:
             point_id = point_of_track.get(int(track))
             keypoint = int(keypoint_index[frame, track])
-            if point_id is None or image.points2D[keypoint].has_point3D():
+            if point_id is None or not rec.exists_point3D(point_id) or image.points2D[keypoint].has_point3D():
                 continue
             if any(e.image_id == image.image_id for e in rec.points3D[point_id].track.elements):
                 continue  # the point already has an observation in this image
