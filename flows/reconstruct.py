@@ -9,6 +9,7 @@ from flows.layout import OutputLayout
 from flows.settings import Settings
 from flows.tasks import bundle_adjust, export, extract_features, ingest, initialize_cameras, match_and_track, triangulate
 from storage.atomic import atomic_path
+from storage.sources import listing_fingerprint
 
 
 @flow(name="reconstruct", log_prints=True)
@@ -21,13 +22,14 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device)
     layout = OutputLayout(Path(out))
     source = str(Path(source).resolve())
-    stages = {"ingest": ingest(source, layout)}
-    stages["features"] = extract_features(layout, settings)
-    stages["matching-tracks"] = match_and_track(layout, settings)
-    stages["cameras"] = initialize_cameras(layout, settings)
-    stages["triangulation"] = triangulate(layout, settings)
-    stages["bundle-adjustment"] = bundle_adjust(layout, settings)
-    stages["export"] = export(layout, source)
+    # Each stage's checkpoint key chains onto the one before it, starting from the listing.
+    stages = {"ingest": ingest(layout, settings, listing_fingerprint(source), source)}
+    stages["features"] = extract_features(layout, settings, stages["ingest"]["key"])
+    stages["matching-tracks"] = match_and_track(layout, settings, stages["features"]["key"])
+    stages["cameras"] = initialize_cameras(layout, settings, stages["matching-tracks"]["key"])
+    stages["triangulation"] = triangulate(layout, settings, stages["cameras"]["key"])
+    stages["bundle-adjustment"] = bundle_adjust(layout, settings, stages["triangulation"]["key"])
+    stages["export"] = export(layout, settings, stages["bundle-adjustment"]["key"], source)
     models = stages["export"]["models"]
     report = {
         "source": source,

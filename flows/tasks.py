@@ -1,13 +1,13 @@
 """The reconstruction's stages as Prefect tasks: each reads its inputs from the output
 folder, calls sfm_core, writes its outputs, and returns a small report for report.json."""
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.exceptions import MissingContextError
 
+from flows.checkpointing import checkpointed
 from flows.layout import OutputLayout
 from flows.settings import Settings
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings, refine
@@ -56,8 +56,9 @@ def _cameras(rows, settings: Settings):
 
 
 @task(name="ingest", task_run_name="ingest")
-def ingest(source: str, layout: OutputLayout) -> dict:
-    started = time.perf_counter()
+@checkpointed("ingest")
+def ingest(layout: OutputLayout, settings: Settings, source: str) -> dict:
+    """upstream key: the fingerprint of the source listing (names, sizes, times)."""
     logger = _logger()
     files = list_image_files(source)
     rows = build_manifest(source, files)
@@ -70,13 +71,13 @@ def ingest(source: str, layout: OutputLayout) -> dict:
     logger.info("ingest: %d files, %d usable, %d left out", len(rows), usable, len(left_out))
     if usable < 2:
         raise NoUsableImages(f"{usable} usable image(s) in {source}: at least 2 are needed")
-    return {"status": "ran", "seconds": time.perf_counter() - started, "files": len(rows),
+    return {"files": len(rows),
             "images": usable, "left_out": len(left_out)}
 
 
 @task(name="features", task_run_name="features")
+@checkpointed("features", ("max_image_size", "max_features"))
 def extract_features(layout: OutputLayout, settings: Settings) -> dict:
-    started = time.perf_counter()
     logger = _logger()
     rows = _usable(read_manifest(str(layout.manifest)))
     store = FeatureStore(str(layout.features))
@@ -99,13 +100,13 @@ def extract_features(layout: OutputLayout, settings: Settings) -> dict:
         store.write(row.sha256, features, stored)
         computed += 1
     logger.info("features: %d images computed, %d reused, %d unreadable", computed, reused, failed)
-    return {"status": "ran", "seconds": time.perf_counter() - started, "computed": computed,
+    return {"computed": computed,
             "reused": reused, "unreadable": failed}
 
 
 @task(name="matching-tracks", task_run_name="matching-tracks")
+@checkpointed("matching-tracks", ("match_ratio", "min_inliers", "camera_model"))
 def match_and_track(layout: OutputLayout, settings: Settings) -> dict:
-    started = time.perf_counter()
     logger = _logger()
     rows = _usable(read_manifest(str(layout.manifest)))
     store = FeatureStore(str(layout.features))
@@ -130,7 +131,7 @@ def match_and_track(layout: OutputLayout, settings: Settings) -> dict:
     mean_length = float(lengths.mean()) if lengths.size else 0.0
     logger.info("matching-tracks: %d of %d pairs verified, %d tracks (mean length %.2f)",
                 len(verified), len(candidates), keypoint_index.shape[1], mean_length)
-    return {"status": "ran", "seconds": time.perf_counter() - started, "pairs_matched": len(candidates),
+    return {"pairs_matched": len(candidates),
             "pairs_verified": len(verified), "tracks": int(keypoint_index.shape[1]),
             "mean_track_length": round(mean_length, 3)}
 
@@ -142,8 +143,8 @@ def _load_group(layout: OutputLayout, settings: Settings):
 
 
 @task(name="cameras", task_run_name="camera-initialisation")
+@checkpointed("cameras", ("camera_model",))
 def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
-    started = time.perf_counter()
     logger = _logger()
     rows, image_ids, keypoint_index = _load_group(layout, settings)
     pairs = read_pairs(str(layout.pairs), image_ids)
@@ -166,13 +167,13 @@ def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
         posed.append(rec.num_reg_images())
     logger.info("cameras: %d images posed jointly in %d group(s) %s; %d with no verified pair",
                 sum(posed), len(posed), posed, len(rows) - sum(len(c) for c in components))
-    return {"status": "ran", "seconds": time.perf_counter() - started, "groups": len(posed),
+    return {"groups": len(posed),
             "posed": sum(posed), "unconnected": len(rows) - sum(len(c) for c in components)}
 
 
 @task(name="triangulation", task_run_name="triangulation")
+@checkpointed("triangulation")
 def triangulate(layout: OutputLayout, settings: Settings) -> dict:
-    started = time.perf_counter()
     logger = _logger()
     _, _, keypoint_index = _load_group(layout, settings)
     counts = []
@@ -183,12 +184,12 @@ def triangulate(layout: OutputLayout, settings: Settings) -> dict:
         write_model(rec, layout.stage_models("triangulation") / folder.name)
         counts.append(len(created))
     logger.info("triangulation: %d of %d tracks triangulated", sum(counts), keypoint_index.shape[1])
-    return {"status": "ran", "seconds": time.perf_counter() - started, "points": sum(counts)}
+    return {"points": sum(counts)}
 
 
 @task(name="bundle-adjustment", task_run_name="bundle-adjustment")
+@checkpointed("bundle-adjustment", ("bundle_adjuster",))
 def bundle_adjust(layout: OutputLayout, settings: Settings) -> dict:
-    started = time.perf_counter()
     logger = _logger()
     _, _, keypoint_index = _load_group(layout, settings)
     adjuster = BUNDLE_ADJUSTERS[settings.bundle_adjuster]()
@@ -204,14 +205,14 @@ def bundle_adjust(layout: OutputLayout, settings: Settings) -> dict:
         reposed += len(report.frames_reposed)
     logger.info("bundle-adjustment (%s): %d observations filtered, %d points re-triangulated, "
                 "%d images re-posed by PnP, %d dropped", adjuster.name, filtered, retriangulated, reposed, dropped)
-    return {"status": "ran", "seconds": time.perf_counter() - started, "solver": adjuster.name,
+    return {"solver": adjuster.name,
             "observations_filtered": filtered, "points_retriangulated": retriangulated,
             "images_reposed": reposed, "images_dropped": dropped}
 
 
 @task(name="export", task_run_name="export")
-def export(layout: OutputLayout, source: str) -> dict:
-    started = time.perf_counter()
+@checkpointed("export")
+def export(layout: OutputLayout, settings: Settings, source: str) -> dict:
     logger = _logger()
     models = [read_model(folder) for folder in model_dirs(layout.stage_models("refined"))]
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
@@ -225,4 +226,4 @@ def export(layout: OutputLayout, source: str) -> dict:
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
     logger.info("export: %d model(s) %s", len(models), [s["registered"] for s in summary])
-    return {"status": "ran", "seconds": time.perf_counter() - started, "models": summary}
+    return {"models": summary}

@@ -8,6 +8,8 @@ file it leaves out instead of dropping it silently.
 
 import os
 
+from storage.checkpoints import make_key
+
 
 class SourceError(Exception):
     """The source cannot be listed; the message is one line naming the path."""
@@ -36,3 +38,16 @@ def list_image_files(source: str) -> list[str]:
     if not files:
         raise SourceError(f"source folder holds no files: {source}")
     return sorted(files)
+
+
+def listing_fingerprint(source: str) -> str:
+    """A key that changes when a file of `source` is added, removed, renamed or rewritten.
+
+    Names, sizes and modification times: cheap to read, and enough to tell an unchanged
+    collection from a changed one without reading every photo.
+    """
+    entries = []
+    for path in list_image_files(source):
+        stat = os.stat(path)
+        entries.append((os.path.relpath(path, source), stat.st_size, stat.st_mtime_ns))
+    return make_key(entries)
