@@ -26,11 +26,24 @@ def _flow_kwargs(args) -> dict:
             "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device}
 
 
+def _storage_options(text: str | None) -> dict | None:
+    """--storage-options: a JSON object, passed to fsspec for every URI (or {"s3": {...}, ...})."""
+    if text is None:
+        return None
+    try:
+        options = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, like {\"endpoint_url\": \"http://...\"}")
+    return options
+
+
 def cmd_run(args) -> int:
     from storage.sources import list_image_files
-    list_image_files(args.source)  # fail in one line, before Prefect starts, on a bad source
+    list_image_files(args.source, args.storage_options)  # fail in one line, before Prefect starts, on a bad source
     from flows.reconstruct import reconstruct
-    report = reconstruct(args.source, args.out, **_flow_kwargs(args))
+    report = reconstruct(args.source, args.out, storage_options=args.storage_options, **_flow_kwargs(args))
     print(format_summary(report))
     return 0
 
@@ -68,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="reconstruct a folder of photos")
-    run.add_argument("source", help="folder of photos")
-    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("source", help="folder of photos, or a .txt/.parquet file listing them: "
+                                    "a path or a URI (s3://, gs://, file://)")
+    run.add_argument("--out", required=True, help="output folder: a path or a URI (s3://, gs://, file://)")
+    run.add_argument("--storage-options", type=_storage_options, default=None, metavar="JSON",
+                     help="fsspec options for the URIs, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\"}', "
+                          "or one object per protocol: '{\"s3\": {...}, \"gs\": {...}}'")
     _add_settings(run)
     run.set_defaults(handler=cmd_run)
 
@@ -89,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from storage.images import ImageReadError
     from storage.sources import SourceError
+    from storage.uris import StorageError
     from flows.tasks import NoUsableImages
     try:
         return args.handler(args)
-    except (SourceError, NoUsableImages, FileNotFoundError, ImageReadError) as error:
+    except (SourceError, StorageError, NoUsableImages, FileNotFoundError, ImageReadError) as error:
         print(f"landmark-sfm: error: {error}", file=sys.stderr)
         return 2
 

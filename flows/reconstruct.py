@@ -1,5 +1,6 @@
 """The reconstruction flow: a photo folder in, COLMAP models out."""
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,30 +11,51 @@ from flows.settings import Settings
 from flows.tasks import bundle_adjust, export, extract_features, ingest, initialize_cameras, match_and_track, triangulate
 from storage.atomic import atomic_path
 from storage.sources import listing_fingerprint
+from storage.uris import is_local, local_path, sync_down, sync_up
 
 
 @flow(name="reconstruct", log_prints=True)
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096,
                 camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
-                device: str = "cpu") -> dict:
-    """Reconstruct the photos in folder `source` into `out` (see README: what it writes)."""
-    started = time.perf_counter()
+                device: str = "cpu", storage_options: dict | None = None) -> dict:
+    """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
+    (a folder or a URI; see README: what it writes)."""
     settings = Settings(max_image_size=max_image_size, max_features=max_features,
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device)
-    layout = OutputLayout(Path(out))
-    source = str(Path(source).resolve())
+    if is_local(source):
+        source = str(Path(local_path(source)).resolve())
+    if is_local(out):
+        return _run(source, Path(local_path(out)), settings, storage_options, publish=lambda: None,
+                    output=str(Path(local_path(out)).resolve()))
+    # A remote output: the stages work in a local mirror of it, uploaded after every stage.
+    with tempfile.TemporaryDirectory(prefix="landmark-sfm-mirror-") as mirror:
+        sync_down(out, mirror, storage_options)
+        return _run(source, Path(mirror), settings, storage_options,
+                    publish=lambda: sync_up(mirror, out, storage_options), output=out)
+
+
+def _run(source: str, root: Path, settings: Settings, storage_options: dict | None, publish, output: str) -> dict:
+    started = time.perf_counter()
+    layout = OutputLayout(root)
+
+    def stage(name, task, upstream_key, *args):
+        stages[name] = task(layout, settings, upstream_key, *args)
+        publish()
+        return stages[name]["key"]
+
     # Each stage's checkpoint key chains onto the one before it, starting from the listing.
-    stages = {"ingest": ingest(layout, settings, listing_fingerprint(source), source)}
-    stages["features"] = extract_features(layout, settings, stages["ingest"]["key"])
-    stages["matching-tracks"] = match_and_track(layout, settings, stages["features"]["key"])
-    stages["cameras"] = initialize_cameras(layout, settings, stages["matching-tracks"]["key"])
-    stages["triangulation"] = triangulate(layout, settings, stages["cameras"]["key"])
-    stages["bundle-adjustment"] = bundle_adjust(layout, settings, stages["triangulation"]["key"])
-    stages["export"] = export(layout, settings, stages["bundle-adjustment"]["key"], source)
+    stages = {}
+    key = stage("ingest", ingest, listing_fingerprint(source, storage_options), source, storage_options)
+    key = stage("features", extract_features, key, storage_options)
+    key = stage("matching-tracks", match_and_track, key)
+    key = stage("cameras", initialize_cameras, key)
+    key = stage("triangulation", triangulate, key)
+    key = stage("bundle-adjustment", bundle_adjust, key)
+    stage("export", export, key, source, storage_options)
     models = stages["export"]["models"]
     report = {
         "source": source,
-        "output": str(layout.root.resolve()),
+        "output": output,
         "settings": settings.as_dict(),
         "stages": stages,
         "totals": {
@@ -48,4 +70,5 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
     }
     with atomic_path(str(layout.report)) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
+    publish()
     return report

@@ -1,6 +1,8 @@
 """The reconstruction's stages as Prefect tasks: each reads its inputs from the output
 folder, calls sfm_core, writes its outputs, and returns a small report for report.json."""
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ from prefect.exceptions import MissingContextError
 
 from flows.checkpointing import checkpointed
 from flows.layout import OutputLayout
+from flows.retries import RETRY_DELAYS_S, retry_transient
 from flows.settings import Settings
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings, refine
 from sfm_core.calibration import calibrate_focal_lengths, relative_poses
@@ -28,8 +31,19 @@ from storage.manifest import build_manifest, read_manifest, write_manifest
 from storage.pair_table import read_pairs, write_pairs
 from storage.sources import SourceError, list_image_files
 from storage.track_store import read_tracks, write_tracks
+from storage.uris import is_local, local_path, materialize
 
 TRACK_GROUP = "all"
+RETRY = {"retries": len(RETRY_DELAYS_S), "retry_delay_seconds": RETRY_DELAYS_S, "retry_condition_fn": retry_transient}
+
+
+def _image_folder(layout: OutputLayout, source: str, storage_options: dict | None, scratch: str) -> str:
+    """A local folder holding the usable photos under their manifest names: the source
+    folder itself when it is one, else `scratch` with them linked or downloaded."""
+    if is_local(source) and os.path.isdir(local_path(source)):
+        return local_path(source)
+    rows = _usable(read_manifest(str(layout.manifest)))
+    return str(materialize({r.name: r.uri for r in rows}, scratch, storage_options))
 
 
 def _logger():
@@ -55,13 +69,13 @@ def _cameras(rows, settings: Settings):
         [r.focal_length_px for r in rows], settings.camera_model)
 
 
-@task(name="ingest", task_run_name="ingest")
+@task(name="ingest", task_run_name="ingest", **RETRY)
 @checkpointed("ingest")
-def ingest(layout: OutputLayout, settings: Settings, source: str) -> dict:
+def ingest(layout: OutputLayout, settings: Settings, source: str, storage_options: dict | None = None) -> dict:
     """upstream key: the fingerprint of the source listing (names, sizes, times)."""
     logger = _logger()
-    files = list_image_files(source)
-    rows = build_manifest(source, files)
+    files = list_image_files(source, storage_options)
+    rows = build_manifest(source, files, storage_options)
     layout.root.mkdir(parents=True, exist_ok=True)
     write_manifest(rows, str(layout.manifest))
     left_out = [r for r in rows if r.status != "ok"]
@@ -75,9 +89,9 @@ def ingest(layout: OutputLayout, settings: Settings, source: str) -> dict:
             "images": usable, "left_out": len(left_out)}
 
 
-@task(name="features", task_run_name="features")
+@task(name="features", task_run_name="features", **RETRY)
 @checkpointed("features", ("max_image_size", "max_features"))
-def extract_features(layout: OutputLayout, settings: Settings) -> dict:
+def extract_features(layout: OutputLayout, settings: Settings, storage_options: dict | None = None) -> dict:
     logger = _logger()
     rows = _usable(read_manifest(str(layout.manifest)))
     store = FeatureStore(str(layout.features))
@@ -89,7 +103,7 @@ def extract_features(layout: OutputLayout, settings: Settings) -> dict:
             reused += 1
             continue
         try:
-            image = load_image(row.uri, settings.max_image_size)
+            image = load_image(row.uri, settings.max_image_size, storage_options)
         except ImageReadError as error:
             # The probe passed but the full decode did not: go on without this photo.
             logger.warning("no features for %s: %s", row.name, error.reason)
@@ -104,7 +118,7 @@ def extract_features(layout: OutputLayout, settings: Settings) -> dict:
             "reused": reused, "unreadable": failed}
 
 
-@task(name="matching-tracks", task_run_name="matching-tracks")
+@task(name="matching-tracks", task_run_name="matching-tracks", **RETRY)
 @checkpointed("matching-tracks", ("match_ratio", "min_inliers", "camera_model"))
 def match_and_track(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
@@ -142,7 +156,7 @@ def _load_group(layout: OutputLayout, settings: Settings):
     return rows, list(image_ids), keypoint_index
 
 
-@task(name="cameras", task_run_name="camera-initialisation")
+@task(name="cameras", task_run_name="camera-initialisation", **RETRY)
 @checkpointed("cameras", ("camera_model",))
 def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
@@ -171,7 +185,7 @@ def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
             "posed": sum(posed), "unconnected": len(rows) - sum(len(c) for c in components)}
 
 
-@task(name="triangulation", task_run_name="triangulation")
+@task(name="triangulation", task_run_name="triangulation", **RETRY)
 @checkpointed("triangulation")
 def triangulate(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
@@ -187,7 +201,7 @@ def triangulate(layout: OutputLayout, settings: Settings) -> dict:
     return {"points": sum(counts)}
 
 
-@task(name="bundle-adjustment", task_run_name="bundle-adjustment")
+@task(name="bundle-adjustment", task_run_name="bundle-adjustment", **RETRY)
 @checkpointed("bundle-adjustment", ("bundle_adjuster",))
 def bundle_adjust(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
@@ -210,15 +224,17 @@ def bundle_adjust(layout: OutputLayout, settings: Settings) -> dict:
             "images_reposed": reposed, "images_dropped": dropped}
 
 
-@task(name="export", task_run_name="export")
+@task(name="export", task_run_name="export", **RETRY)
 @checkpointed("export")
-def export(layout: OutputLayout, settings: Settings, source: str) -> dict:
+def export(layout: OutputLayout, settings: Settings, source: str, storage_options: dict | None = None) -> dict:
     logger = _logger()
     models = [read_model(folder) for folder in model_dirs(layout.stage_models("refined"))]
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
-    for index, rec in enumerate(models):
-        rec.extract_colors_for_all_images(str(Path(source)))
-        write_model(rec, layout.sparse / str(index))
+    with tempfile.TemporaryDirectory(prefix="landmark-sfm-images-") as scratch:
+        images = _image_folder(layout, source, storage_options, scratch) if models else None
+        for index, rec in enumerate(models):
+            rec.extract_colors_for_all_images(images)
+            write_model(rec, layout.sparse / str(index))
     if models:
         models[0].export_PLY(str(layout.ply))
     summary = [{"model": f"sparse/{i}", "registered": m.num_reg_images(), "points": m.num_points3D(),

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from storage.uris import StorageError, is_local, local_path, read_bytes
+
 MAX_DECODE_PIXELS = 200_000_000
 MIN_IMAGE_SIDE = 64  # below this there is too little texture for features
 PROBE_DECODE_SIDE = 512  # probing decodes every pixel (to catch truncation), at reduced size
@@ -97,15 +99,17 @@ class LoadedImage:
     scale_xy: tuple[float, float]  # (W_full / W_loaded, H_full / H_loaded)
 
 
-def probe_image(path: str) -> ImageProbe:
-    """Read `path` once, hash it, read its header and EXIF and decode every
-    pixel (at reduced size) so truncated files are caught. Never raises for
-    a bad file: the problem goes into `status`."""
+def probe_image(path: str, storage_options: dict | None = None) -> ImageProbe:
+    """Read `path` (a local path or an fsspec URI) once, hash it, read its
+    header and EXIF and decode every pixel (at reduced size) so truncated
+    files are caught. Never raises for a bad file: the problem goes into
+    `status`. Raises StorageError when the storage itself cannot be used
+    (no credentials, endpoint unreachable): that is no fault of the photo."""
     sha256 = size = width = height = None
     focal_px = focal_mm = make = model = None
     status = "ok"
     try:
-        data = _read(path)
+        data = _read(path, storage_options)
         sha256, size = hashlib.sha256(data).hexdigest(), len(data)
         im = _open(data, path)
         ifd0, exif_ifd = _read_exif(im)
@@ -120,12 +124,13 @@ def probe_image(path: str) -> ImageProbe:
     return ImageProbe(path, sha256, size, width, height, focal_px, focal_mm, make, model, status)
 
 
-def load_image(path: str, max_long_side: int) -> LoadedImage:
-    """Decode `path` to RGB, apply EXIF orientation and downscale (Lanczos,
-    never upscale) so the long side is at most `max_long_side`."""
+def load_image(path: str, max_long_side: int, storage_options: dict | None = None) -> LoadedImage:
+    """Decode `path` (a local path or an fsspec URI) to RGB, apply EXIF
+    orientation and downscale (Lanczos, never upscale) so the long side is at
+    most `max_long_side`."""
     if max_long_side < 1:
         raise ValueError(f"max_long_side must be >= 1, got {max_long_side}")
-    im = _open(_read(path), path)
+    im = _open(_read(path, storage_options), path)
     orientation = _orientation(_read_exif(im)[0])
     width, height = _viewed_size(im.size, orientation)
     _check_not_tiny(width, height, path)
@@ -141,12 +146,19 @@ def load_image(path: str, max_long_side: int) -> LoadedImage:
     return LoadedImage(pixels, width, height, max(width, height) / max(w, h), (width / w, height / h))
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, storage_options: dict | None = None) -> bytes:
+    if is_local(path):
+        try:
+            with open(local_path(path), "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ImageReadError(path, f"cannot read file ({e.strerror or e})") from e
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ImageReadError(path, f"cannot read file ({e.strerror or e})") from e
+        return read_bytes(path, storage_options)
+    except StorageError as e:
+        if e.kind in ("credentials", "connection", "unsupported"):
+            raise  # the storage is unusable, not this photo: the caller should stop
+        raise ImageReadError(path, f"cannot read file ({e.reason})") from e
 
 
 def _open(data: bytes, path: str) -> Image.Image:

@@ -4,7 +4,8 @@ Every file the source lists gets a row, usable or not, so a user can see why
 a photo was left out. Schema (MANIFEST_SCHEMA):
 
     image_id         int32    1-based id of a usable photo, in row order; null unless status is "ok"
-    name             string   path relative to the source root, "/"-separated (not null)
+    name             string   path relative to the source root, "/"-separated (not null); for a
+                              list file's entries, relative to the folder holding them all
     uri              string   absolute path or URI of the file (not null)
     sha256           string   hex digest of the file bytes; null if the file could not be read
     bytes            int64    file size; null if the file could not be read
@@ -23,12 +24,13 @@ processed once, under the earlier name, and its own row says whose duplicate it 
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.images import probe_image
+from storage.sources import image_names
+from storage.uris import is_local, local_path
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -66,16 +68,16 @@ class ManifestRow:
     status: str
 
 
-def build_manifest(root: str, files: list[str]) -> list[ManifestRow]:
-    """Probe each of `files` (paths under `root`, in the order given) into a row."""
+def build_manifest(root: str, files: list[str], storage_options: dict | None = None) -> list[ManifestRow]:
+    """Probe each of `files` (paths or URIs listed from the source `root`, in the order
+    given) into a row; names as storage.sources.image_names gives them."""
     rows = []
     ok_names_by_sha = {}
-    for path in files:
-        probe = probe_image(path)
+    for path, name in zip(files, image_names(root, files)):
+        probe = probe_image(path, storage_options)
         status, image_id = probe.status, None
         if status == "ok" and probe.sha256 in ok_names_by_sha:
             status = f"duplicate of {ok_names_by_sha[probe.sha256]}"
-        name = Path(os.path.relpath(path, root)).as_posix()
         if status == "ok":
             ok_names_by_sha[probe.sha256] = name
             image_id = len(ok_names_by_sha)
@@ -83,7 +85,7 @@ def build_manifest(root: str, files: list[str]) -> list[ManifestRow]:
             ManifestRow(
                 image_id=image_id,
                 name=name,
-                uri=os.path.abspath(path),
+                uri=os.path.abspath(local_path(path)) if is_local(path) else path,
                 sha256=probe.sha256,
                 bytes=probe.bytes,
                 width=probe.width,
