@@ -14,6 +14,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@command -v apt-get >/dev/null && ! dpkg -s libsuitesparse-dev >/dev/null 2>&1 && \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsuitesparse-dev; } || true
+	@# Debian's Chromium: the UI tests open the Prefect UI in it, headless.
+	@command -v apt-get >/dev/null && ! command -v chromium >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || true
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip
 	@# The CPU build of torch lies on this machine's disk; install it before anything can ask for torch.

@@ -54,6 +54,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from flows.serve import serve_from_args
+    return serve_from_args(args, {**_flow_kwargs(args), "storage_options": args.storage_options})
+
+
 def cmd_demo(args) -> int:
     from flows.demo import run_demo
     print(run_demo(args.out, n_cameras=args.n_cameras)[2])
@@ -94,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="COLMAP model folder (text or binary)")
     evaluate.add_argument("truth", help="reference COLMAP model folder")
     evaluate.set_defaults(handler=cmd_eval)
+
+    from flows.serve import add_serve_arguments
+    serve = commands.add_parser("serve", help="run on a cron schedule as a Prefect deployment (needs PREFECT_API_URL)")
+    add_serve_arguments(serve)
+    serve.add_argument("--storage-options", type=_storage_options, default=None, metavar="JSON",
+                       help="fsspec options for the URIs (as for run)")
+    _add_settings(serve)
+    serve.set_defaults(handler=cmd_serve)
 
     demo = commands.add_parser("demo", help="render the built-in scene, reconstruct it, print a summary")
     demo.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.artifacts import publish_run_artifacts
 from flows.layout import OutputLayout
 from flows.settings import Settings
 from flows.tasks import bundle_adjust, export, extract_features, ingest, initialize_cameras, match_and_track, triangulate
@@ -71,4 +72,5 @@ def _run(source: str, root: Path, settings: Settings, storage_options: dict | No
     with atomic_path(str(layout.report)) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
     publish()
+    publish_run_artifacts(report, layout)
     return report

@@ -9,6 +9,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.exceptions import MissingContextError
 
+from flows.artifacts import StageProgress
 from flows.checkpointing import checkpointed
 from flows.layout import OutputLayout
 from flows.retries import RETRY_DELAYS_S, retry_transient
@@ -98,7 +99,7 @@ def extract_features(layout: OutputLayout, settings: Settings, storage_options: 
     extractor = SiftExtractor(settings.max_features)
     stored = settings.feature_settings()
     computed = reused = failed = 0
-    for row in rows:
+    for row in StageProgress("features", len(rows), unit="images").track(rows):
         if store.has(row.sha256, stored):
             reused += 1
             continue
@@ -130,7 +131,7 @@ def match_and_track(layout: OutputLayout, settings: Settings) -> dict:
     options = verification_options(settings.min_inliers)
     candidates = exhaustive_pairs(len(rows))
     verified = []
-    for i, j in candidates:
+    for i, j in StageProgress("matching", len(candidates), unit="pairs").track(candidates):
         matches = match_mutual_nearest(descriptors[i], descriptors[j], settings.match_ratio)
         pair = verify_pair(i, j, features[i].keypoints, features[j].keypoints, matches,
                            cameras[camera_of_frame[i]], cameras[camera_of_frame[j]], options)
