@@ -51,7 +51,6 @@ def test_rerun_reuses_and_new_photos_cost_only_their_features(scene, tmp_path, p
 
     again = reconstruct(str(collection), str(out))
     assert [s for s in STAGES if again["stages"][s]["status"] != "reused"] == []
-    assert again["totals"]["seconds"] < 0.25 * first["totals"]["seconds"]
     assert again["totals"]["registered"] == first["totals"]["registered"] == 20
 
     for path in sorted((scene / "images").iterdir())[20:]:
