@@ -21,6 +21,7 @@ class SiftExtractor:
     """COLMAP's CPU SIFT (pycolmap), at most `max_features` detections per image."""
 
     def __init__(self, max_features: int = 4096):
+        self.max_features = max_features
         options = pycolmap.FeatureExtractionOptions()
         options.sift.max_num_features = max_features
         # One orientation per keypoint: duplicates only add ambiguous matches.
@@ -33,9 +34,15 @@ class SiftExtractor:
         gray = np.ascontiguousarray(rgb.astype(np.float32).mean(axis=2) / 255.0)
         keypoints, descriptors = self._extractor.extract_from_float32_array(gray)
         matrix = pycolmap.keypoints_to_matrix(keypoints)  # (N, 4) x, y, scale, orientation
+        descriptors = np.asarray(descriptors.data, dtype=np.uint8)
+        # COLMAP's limit is per octave and approximate (5-6k come back for 4096): keep the
+        # largest-scale keypoints, the ones COLMAP's own limit keeps first.
+        if len(matrix) > self.max_features:
+            keep = np.sort(np.argsort(-matrix[:, 2], kind="stable")[: self.max_features])
+            matrix, descriptors = matrix[keep], descriptors[keep]
         sx, sy = scale_xy
         return Features(
             keypoints=(matrix[:, :2] * np.array([sx, sy], np.float32)).astype(np.float32),
             scales=(matrix[:, 2] * (sx + sy) / 2).astype(np.float32),
-            descriptors=np.asarray(descriptors.data, dtype=np.uint8),
+            descriptors=descriptors,
         )

@@ -201,3 +201,24 @@ def test_track_xy():
     np.testing.assert_array_equal(xy[1, 1], [10.0, 20.0])
     assert np.isnan(xy[0, 1]).all() and np.isnan(xy[1, 2]).all()
     assert not np.isnan(xy[visible]).any()
+
+
+def test_sift_keeps_at_most_max_features_largest_first():
+    from sfm_core.features import SiftExtractor
+
+    rng = np.random.default_rng(0)
+    # Smoothed noise: thousands of blobs at every scale.
+    image = rng.random((300, 400)).repeat(2, 0).repeat(2, 1)
+    rgb = (np.stack([image] * 3, axis=2) * 255).astype(np.uint8)
+    extractor = SiftExtractor(100_000)
+    everything = extractor(rgb, (1.0, 1.0))
+    extractor.max_features = 500  # same detector, only our cut differs
+    limited = extractor(rgb, (1.0, 1.0))
+    assert len(everything.keypoints) > 500 and len(limited.keypoints) == 500
+    assert limited.descriptors.shape == (500, 128)
+    # The kept ones are the 500 largest scales, with their own descriptors.
+    assert np.isclose(limited.scales.min(), np.sort(everything.scales)[-500], rtol=1e-6)
+    index = {tuple(k): i for i, k in enumerate(everything.keypoints)}
+    rows = [index[tuple(k)] for k in limited.keypoints]
+    np.testing.assert_array_equal(limited.descriptors, everything.descriptors[rows])
+    assert len(SiftExtractor(500)(rgb, (1.0, 1.0)).keypoints) <= 500
