@@ -7,6 +7,7 @@ cores), which also gives each its own peak memory. Prints one table.
 """
 import argparse
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ def run_ours(images: str, truth: str | None, workdir: str) -> dict:
     import pycolmap
     from flows.reconstruct import reconstruct
 
+    shutil.rmtree(workdir, ignore_errors=True)  # a left-over output would be reused, not timed
     started = time.perf_counter()
     report = reconstruct(images, workdir)
     seconds = {name: stage["seconds"] for name, stage in report["stages"].items()}
