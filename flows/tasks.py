@@ -2,6 +2,7 @@
 folder, calls sfm_core, writes its outputs, and returns a small report for report.json."""
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def _image_folder(layout: OutputLayout, source: str, storage_options: dict | Non
         return local_path(source)
     rows = _usable(read_manifest(str(layout.manifest)))
     return str(materialize({r.name: r.uri for r in rows}, scratch, storage_options))
+
+
+def _fresh(folder: Path) -> Path:
+    """Empty a stage's model folder: a re-run with fewer groups must not leave old ones behind."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _logger():
@@ -167,12 +174,12 @@ def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
     keypoints = [store.read_keypoints(r.sha256) for r in rows]
     cameras, camera_of_frame = _cameras(rows, settings)
     names = [r.name for r in rows]
-    out = layout.stage_models("cameras")
+    out = _fresh(layout.stage_models("cameras"))
     components = pose_graph_components(len(rows), pairs)
     posed = []
     for frames in components:
         group_cameras = calibrate_focal_lengths(cameras, camera_of_frame, pairs, frames)
-        group_pairs = relative_poses(group_cameras, camera_of_frame, keypoints, [p for p in pairs if p.index1 in frames])
+        group_pairs = relative_poses(group_cameras, camera_of_frame, keypoints, [p for p in pairs if p.index1 in set(frames)])
         rec = new_reconstruction(names, group_cameras, camera_of_frame, keypoints, frames)
         if not initialize_poses(rec, group_pairs, keypoint_index):
             logger.warning("camera initialisation failed for a group of %d images", len(frames))
@@ -192,6 +199,7 @@ def triangulate(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
     _, _, keypoint_index = _load_group(layout, settings)
     counts = []
+    _fresh(layout.stage_models("triangulation"))
     for folder in model_dirs(layout.stage_models("cameras")):
         rec = read_model(folder)
         created = triangulate_tracks(rec, keypoint_index, np.arange(keypoint_index.shape[1]),
@@ -209,6 +217,7 @@ def bundle_adjust(layout: OutputLayout, settings: Settings) -> dict:
     _, _, keypoint_index = _load_group(layout, settings)
     adjuster = BUNDLE_ADJUSTERS[settings.bundle_adjuster]()
     filtered = retriangulated = dropped = reposed = 0
+    _fresh(layout.stage_models("refined"))
     for folder in model_dirs(layout.stage_models("triangulation")):
         rec = read_model(folder)
         report = refine(rec, keypoint_index, point_of_track_map(rec, keypoint_index), adjuster,
@@ -233,6 +242,7 @@ def export(layout: OutputLayout, settings: Settings, source: str, storage_option
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
     with tempfile.TemporaryDirectory(prefix="landmark-sfm-images-") as scratch:
         images = _image_folder(layout, source, storage_options, scratch) if models else None
+        _fresh(layout.sparse)
         for index, rec in enumerate(models):
             rec.extract_colors_for_all_images(images)
             write_model(rec, layout.sparse / str(index))
