@@ -2,7 +2,6 @@
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from flows.settings import Settings
 

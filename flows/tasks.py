@@ -31,7 +31,7 @@ from storage.feature_store import FeatureStore
 from storage.images import ImageReadError, load_image
 from storage.manifest import build_manifest, read_manifest, write_manifest
 from storage.pair_table import read_pairs, write_pairs
-from storage.sources import SourceError, list_image_files
+from storage.sources import list_image_files
 from storage.track_store import read_tracks, write_tracks
 from storage.uris import is_local, local_path, materialize
 

@@ -2,12 +2,9 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pycolmap
 import pytest
-from PIL import Image
 
 from flows.reconstruct import reconstruct
 from sfm_core.synthetic import render_scene

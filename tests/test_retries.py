@@ -1,5 +1,4 @@
 """Transient failures are retried by the Prefect task; permanent ones fail at once."""
-import pytest
 from prefect import flow, task
 
 from flows.retries import is_transient, retry_transient

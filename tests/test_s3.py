@@ -4,7 +4,6 @@ The server is moto's server mode in a process of its own. A test sees it through
 variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), as a user's shell would; the fixtures
 look at the bucket through boto3 directly, independently of the code under test.
 """
-import io
 import json
 import os
 import signal
