@@ -22,12 +22,12 @@ processed once, under the earlier name, and its own row says whose duplicate it 
 """
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.atomic import atomic_path
 from storage.images import probe_image
 from storage.sources import image_names
 from storage.uris import is_local, local_path
@@ -104,17 +104,10 @@ def write_manifest(rows: list[ManifestRow], path: str) -> None:
     """Write `rows` to Parquet at `path` atomically: readers see the old file
     or the complete new one, never a partial write."""
     table = pa.Table.from_pylist([asdict(r) for r in rows], schema=MANIFEST_SCHEMA)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".parquet.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_manifest(path: str) -> list[ManifestRow]:
