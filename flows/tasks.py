@@ -158,7 +158,7 @@ def match_and_track(layout: OutputLayout, settings: Settings) -> dict:
             "mean_track_length": round(mean_length, 3)}
 
 
-def _load_group(layout: OutputLayout, settings: Settings):
+def _load_group(layout: OutputLayout):
     rows = _usable(read_manifest(str(layout.manifest)))
     image_ids, keypoint_index = read_tracks(str(layout.tracks), TRACK_GROUP)
     return rows, list(image_ids), keypoint_index
@@ -168,7 +168,7 @@ def _load_group(layout: OutputLayout, settings: Settings):
 @checkpointed("cameras", ("camera_model",))
 def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
-    rows, image_ids, keypoint_index = _load_group(layout, settings)
+    rows, image_ids, keypoint_index = _load_group(layout)
     pairs = read_pairs(str(layout.pairs), image_ids)
     store = FeatureStore(str(layout.features))
     keypoints = [store.read_keypoints(r.sha256) for r in rows]
@@ -179,7 +179,8 @@ def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
     posed = []
     for frames in components:
         group_cameras = calibrate_focal_lengths(cameras, camera_of_frame, pairs, frames)
-        group_pairs = relative_poses(group_cameras, camera_of_frame, keypoints, [p for p in pairs if p.index1 in set(frames)])
+        in_group = set(frames)
+        group_pairs = relative_poses(group_cameras, camera_of_frame, keypoints, [p for p in pairs if p.index1 in in_group])
         rec = new_reconstruction(names, group_cameras, camera_of_frame, keypoints, frames)
         if not initialize_poses(rec, group_pairs, keypoint_index):
             logger.warning("camera initialisation failed for a group of %d images", len(frames))
@@ -197,7 +198,7 @@ def initialize_cameras(layout: OutputLayout, settings: Settings) -> dict:
 @checkpointed("triangulation")
 def triangulate(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
-    _, _, keypoint_index = _load_group(layout, settings)
+    _, _, keypoint_index = _load_group(layout)
     counts = []
     _fresh(layout.stage_models("triangulation"))
     for folder in model_dirs(layout.stage_models("cameras")):
@@ -214,7 +215,7 @@ def triangulate(layout: OutputLayout, settings: Settings) -> dict:
 @checkpointed("bundle-adjustment", ("bundle_adjuster",))
 def bundle_adjust(layout: OutputLayout, settings: Settings) -> dict:
     logger = _logger()
-    _, _, keypoint_index = _load_group(layout, settings)
+    _, _, keypoint_index = _load_group(layout)
     adjuster = BUNDLE_ADJUSTERS[settings.bundle_adjuster]()
     filtered = retriangulated = dropped = reposed = 0
     _fresh(layout.stage_models("refined"))
