@@ -351,6 +351,33 @@ def pair_rows(layout: OutputLayout, rows) -> tuple[list[dict], int]:
              "configuration": p["configuration"]} for p in table[:MAX_TABLE_ROWS]], len(table)
 
 
+def chunk_rows(report: dict, layout: OutputLayout) -> list[dict]:
+    """One table row per planned chunk: its images and anchor, and what came of it."""
+    if not layout.chunks.exists():
+        return []
+    import pyarrow.parquet as pq
+    stages = report["stages"]
+    per_chunk = {}
+    for stage in ("tracks", "cameras", "triangulation", "bundle-adjustment"):
+        for entry in stages.get(stage, {}).get("chunks", []):
+            row = per_chunk.setdefault(entry["chunk"], {"seconds": 0.0, "stages": 0})
+            row["seconds"] += entry.get("seconds") or 0.0
+            row["stages"] += 1
+            if stage == "bundle-adjustment":
+                models = entry.get("models", [])
+                row.update(registered=entry.get("registered"), points=entry.get("points"),
+                           error=models[0]["mean_reprojection_error_px"] if models else None)
+    rows = []
+    for plan in pq.read_table(str(layout.chunks), columns=["chunk", "num_images", "anchor_name"]).to_pylist():
+        done = per_chunk.get(plan["chunk"], {"stages": 0})
+        rows.append({"chunk": f"chunk-{plan['chunk']}", "images": plan["num_images"], "anchor": plan["anchor_name"],
+                     "registered": done.get("registered"), "points": done.get("points"),
+                     "mean reprojection error px": done.get("error"),
+                     "seconds": _fmt(done.get("seconds"), 1),
+                     "status": "done" if done["stages"] == 4 else f"failed after {done['stages']} of 4 stages"})
+    return rows[:MAX_TABLE_ROWS]
+
+
 def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | None) -> str:
     totals, stages = report["totals"], report["stages"]
     left_out = [r for r in rows if r.status != "ok"]
@@ -368,6 +395,8 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
         f"| used | **{totals['images']}** |",
         f"| left out | **{totals['left_out']}**"
         + (" (" + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) + ")" if kinds else "") + " |",
+        f"| not connected | {totals.get('unconnected', 0)} (no verified pair with any other photo) |",
+        f"| chunks | {totals.get('chunks', 1)} (see the *chunks* table) |",
         f"| registered | **{totals['registered']}** of {totals['images']} in `sparse/0`"
         f" ({totals['models']} model{'s' if totals['models'] != 1 else ''}) |",
         f"| 3D points | {totals['points']} |",
@@ -442,13 +471,19 @@ def publish_run_artifacts(report: dict, layout: OutputLayout) -> None:
         _sync=True))
 
     pairs, verified = pair_rows(layout, rows)
-    matched = report["stages"].get("matching-tracks", {}).get("pairs_matched")
+    matched = report["stages"].get("matching", {}).get("pairs_matched")
     publish("pairs", lambda: create_table_artifact(
         pairs or [{"image 1": "", "image 2": "", "matches": 0, "inliers": 0, "configuration": "no verified pair"}],
         key=key("pairs"),
         description=f"matching: {verified} verified pairs of {matched} matched"
                     + (f", the {MAX_TABLE_ROWS} with most inliers shown" if verified > MAX_TABLE_ROWS else ""),
         _sync=True))
+
+    chunks = chunk_rows(report, layout)
+    publish("chunks", lambda: create_table_artifact(
+        chunks or [{"chunk": None, "images": 0, "status": "no chunk"}], key=key("chunks"),
+        description=f"chunks: {len(chunks)} of at most {report['settings']['chunk_size']} images, "
+                    f"reconstructed side by side and merged", _sync=True))
 
     model_rows = [{"model": m["model"], "images registered": m["registered"], "points": m["points"],
                    "mean reprojection error px": m["mean_reprojection_error_px"],
@@ -462,4 +497,4 @@ def publish_run_artifacts(report: dict, layout: OutputLayout) -> None:
                    "details": _stage_details(stage)} for name, stage in report["stages"].items()]
     publish("stages", lambda: create_table_artifact(
         stage_rows, key=key("stages"), description=f"stages: {totals['seconds']:.1f} s in all", _sync=True))
-    logger.info("artifacts: summary, images, left out, pairs, models, stages published")
+    logger.info("artifacts: summary, images, left out, pairs, chunks, models, stages published")

@@ -1,34 +1,109 @@
-"""Wraps a stage so that it is skipped when its checkpoint key is unchanged."""
+"""Stages as checkpointed Prefect tasks.
+
+A stage is skipped when its checkpoint key is unchanged. The key covers the key of the stage
+before it, the settings the stage reads, the chunk it works on (per-chunk stages) and the code
+version. The same key is the stage's Prefect cache key, with its result persisted under the
+output folder (`checkpoints/results/`): the Prefect UI shows a re-run's reused stages as
+Cached, and losing Prefect's database loses no work, because both the results and our own
+checkpoints live beside the outputs.
+"""
+import inspect
 import time
 from importlib.metadata import version
+from pathlib import Path
 
-from flows.layout import OutputLayout
+from prefect import task
+
+from flows.layout import OutputLayout, chunk_name
+from flows.retries import RETRY_DELAYS_S, retry_transient
 from flows.settings import Settings
 from storage.checkpoints import CheckpointStore, make_key
 
 CODE_VERSION = version("landmark-sfm")
+RETRY = {"retries": len(RETRY_DELAYS_S), "retry_delay_seconds": RETRY_DELAYS_S, "retry_condition_fn": retry_transient}
+
+
+def upstream_key(upstream: str | dict) -> str:
+    """The key of the stage before: given as the key itself or as that stage's report."""
+    return upstream if isinstance(upstream, str) else upstream["key"]
+
+
+def stage_key(stage: str, setting_names: tuple[str, ...], settings: Settings, upstream: str | dict,
+              chunk=None) -> str:
+    return make_key(stage, upstream_key(upstream), {n: getattr(settings, n) for n in setting_names},
+                    CODE_VERSION, None if chunk is None else chunk_name(chunk))
+
+
+def checkpoint_name(stage: str, chunk=None) -> str:
+    return stage if chunk is None else f"{stage}-{chunk_name(chunk)}"
 
 
 def checkpointed(stage: str, setting_names: tuple[str, ...] = ()):
-    """Decorate `fn(layout, settings, upstream_key, *args) -> report`.
+    """Decorate `fn(layout, settings, ...) -> report` into `run(layout, settings, upstream, ...)`.
 
-    The stage's key covers the upstream key, the named settings and the code version. The
-    returned report carries `status` ("ran" or "reused"), `seconds` and `key`.
+    A per-chunk stage has a parameter named `chunk` (an sfm_core.chunking.Chunk).
+    The returned report carries `status` ("ran" or "reused"), `seconds` and `key`.
     """
     def decorate(fn):
-        # No functools.wraps: Prefect reads the parameters from the signature, and this one
-        # has upstream_key in front of the stage's own extra arguments.
-        def run(layout: OutputLayout, settings: Settings, upstream_key: str, *args):
+        own = inspect.signature(fn)
+        params = list(own.parameters.values())
+        upstream_param = inspect.Parameter("upstream", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str | dict)
+        signature = own.replace(parameters=params[:2] + [upstream_param] + params[2:])
+
+        def run(*args, **kwargs):
             started = time.perf_counter()
-            key = make_key(stage, upstream_key, {n: getattr(settings, n) for n in setting_names}, CODE_VERSION)
+            arguments = signature.bind(*args, **kwargs).arguments
+            layout, settings, upstream = arguments.pop("layout"), arguments["settings"], arguments.pop("upstream")
+            chunk = arguments.get("chunk")
+            key = stage_key(stage, setting_names, settings, upstream, chunk)
             store = CheckpointStore(layout.root)
-            saved = store.find(stage, key)
+            name = checkpoint_name(stage, chunk)
+            saved = store.find(name, key)
             if saved is not None:
                 return {**saved, "status": "reused", "seconds": round(time.perf_counter() - started, 3), "key": key}
-            report = {"status": "ran", **fn(layout, settings, *args)}
+            report = {"status": "ran", **fn(layout, **arguments)}
             report.update(seconds=round(time.perf_counter() - started, 3), key=key)
-            store.commit(stage, key, report)
+            store.commit(name, key, report)
             return report
+        # Prefect reads the parameters from the signature: the stage's own, with `upstream`
+        # after `settings`.
+        run.__signature__ = signature
         run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         return run
     return decorate
+
+
+def stage_task(stage: str, setting_names: tuple[str, ...] = (), run_name: str | None = None):
+    """A checkpointed stage as a Prefect task whose cache key is the checkpoint key.
+
+    run_name: the task run's name, a template over the parameters (e.g. "cameras-chunk-{chunk.index}").
+    """
+    def cache_key(context, parameters) -> str:
+        return stage_key(stage, setting_names, parameters["settings"], parameters["upstream"],
+                         parameters.get("chunk"))
+
+    def decorate(fn):
+        return task(name=stage, task_run_name=run_name or stage, cache_key_fn=cache_key,
+                    persist_result=True, result_serializer="json", **RETRY)(checkpointed(stage, setting_names)(fn))
+    return decorate
+
+
+def results_storage(layout: OutputLayout) -> Path:
+    """Where Prefect persists the stages' results (its cache) for this output folder."""
+    return layout.root / "checkpoints" / "results"
+
+
+def run_stage(stage_fn, layout: OutputLayout, settings: Settings, upstream: str | dict, *args) -> dict:
+    """Call a stage task in the flow and return its report; a Prefect cache hit is `reused`."""
+    started = time.perf_counter()
+    state = stage_fn.with_options(result_storage=results_storage(layout))(
+        layout, settings, upstream, *args, return_state=True)
+    return report_of(state, time.perf_counter() - started)
+
+
+def report_of(state, seconds: float = 0.0) -> dict:
+    """The report of a finished stage task; a Prefect cache hit is `reused`, taking `seconds`."""
+    report = state.result()
+    if state.name == "Cached":
+        report = {**report, "status": "reused", "seconds": round(seconds, 3)}
+    return report

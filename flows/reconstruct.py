@@ -1,4 +1,9 @@
-"""The reconstruction flow: a photo folder in, COLMAP models out."""
+"""The reconstruction flow: a photo collection in, COLMAP models out.
+
+The collection-wide stages run in the flow; the chunks go through the subflow
+`reconstruct-chunks`, whose task runner is a Dask cluster when there is more than one chunk
+(flows/dispatch.py).
+"""
 import json
 import tempfile
 import time
@@ -6,71 +11,138 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.artifacts import publish_run_artifacts
-from flows.layout import OutputLayout
+from flows.artifacts import StageProgress, publish_run_artifacts
+from flows.checkpointing import report_of, results_storage, run_stage
+from flows.chunk_tasks import CHUNK_STAGES
+from flows.dispatch import chunk_task_runner, gpu_annotation
+from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings
-from flows.tasks import bundle_adjust, export, extract_features, ingest, initialize_cameras, match_and_track, triangulate
+from flows.stage_io import stage_logger
+from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
+from sfm_core.chunking import Chunk
 from storage.atomic import atomic_path
+from storage.checkpoints import make_key
 from storage.sources import listing_fingerprint
+from storage.stage_table import write_stage_table
 from storage.uris import is_local, local_path, sync_down, sync_up
+# The stages in the order they run, as report.json lists them; the per-chunk ones
+# (tracks to bundle-adjustment) report each chunk under their "chunks".
+STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "triangulation",
+          "bundle-adjustment", "merge", "export")
 
 
 @flow(name="reconstruct", log_prints=True)
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096,
                 camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
-                device: str = "cpu", storage_options: dict | None = None) -> dict:
+                device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
+                storage_options: dict | None = None) -> dict:
     """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
-    (a folder or a URI; see README: what it writes)."""
+    (a folder or a URI; see README: what it writes). Chunks of at most `chunk_size` images run
+    on the Dask scheduler at `dask_address`, or on a local cluster."""
     settings = Settings(max_image_size=max_image_size, max_features=max_features,
-                        camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device)
+                        camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
+                        chunk_size=chunk_size, chunk_overlap=min(Settings.chunk_overlap, chunk_size // 4))
     if is_local(source):
         source = str(Path(local_path(source)).resolve())
     if is_local(out):
-        return _run(source, Path(local_path(out)), settings, storage_options, publish=lambda: None,
-                    output=str(Path(local_path(out)).resolve()))
+        return _run(source, Path(local_path(out)), settings, dask_address, storage_options,
+                    publish=lambda: None, output=str(Path(local_path(out)).resolve()))
     # A remote output: the stages work in a local mirror of it, uploaded after every stage.
     with tempfile.TemporaryDirectory(prefix="landmark-sfm-mirror-") as mirror:
         sync_down(out, mirror, storage_options)
-        return _run(source, Path(mirror), settings, storage_options,
+        return _run(source, Path(mirror), settings, dask_address, storage_options,
                     publish=lambda: sync_up(mirror, out, storage_options), output=out)
 
 
-def _run(source: str, root: Path, settings: Settings, storage_options: dict | None, publish, output: str) -> dict:
+@flow(name="reconstruct-chunks")
+def reconstruct_chunks(layout: OutputLayout, settings: Settings, upstream: dict, chunks: list[Chunk]) -> dict:
+    """Each chunk's stages chained as tasks; the chunks run side by side on the task runner.
+    Returns {stage: [report of each chunk]}; a chunk that fails is logged and left out."""
+    from prefect.context import FlowRunContext
+    runner = FlowRunContext.get().task_runner
+    with gpu_annotation(settings.device, runner):
+        futures = {}
+        for chunk in chunks:
+            previous = upstream
+            for stage in CHUNK_STAGES:
+                previous = futures[chunk.index, stage.name] = stage.with_options(
+                    result_storage=results_storage(layout)).submit(layout, settings, previous, chunk)
+    reports = {stage.name: [] for stage in CHUNK_STAGES}
+    progress = StageProgress("chunks", len(chunks), unit="chunks")
+    for chunk in progress.track(chunks):
+        for stage in CHUNK_STAGES:
+            future = futures[chunk.index, stage.name]
+            future.wait()
+            if not future.state.is_completed():
+                stage_logger().error("%s left out: its %s stage ended %s: %s", chunk_name(chunk), stage.name,
+                                     future.state.name, future.state.message)
+                break
+            reports[stage.name].append({"chunk": chunk.index, **report_of(future.state)})
+    return reports
+
+
+def _run(source: str, root: Path, settings: Settings, dask_address: str | None, storage_options: dict | None,
+         publish, output: str) -> dict:
     started = time.perf_counter()
     layout = OutputLayout(root)
+    stages = {}
 
-    def stage(name, task, upstream_key, *args):
-        stages[name] = task(layout, settings, upstream_key, *args)
+    def stage(name, task, upstream, *args):
+        stages[name] = run_stage(task, layout, settings, upstream, *args)
         publish()
-        return stages[name]["key"]
+        return stages[name]
 
     # Each stage's checkpoint key chains onto the one before it, starting from the listing.
-    stages = {}
-    key = stage("ingest", ingest, listing_fingerprint(source, storage_options), source, storage_options)
-    key = stage("features", extract_features, key, storage_options)
-    key = stage("matching-tracks", match_and_track, key)
-    key = stage("cameras", initialize_cameras, key)
-    key = stage("triangulation", triangulate, key)
-    key = stage("bundle-adjustment", bundle_adjust, key)
-    stage("export", export, key, source, storage_options)
+    upstream = stage("ingest", ingest, listing_fingerprint(source, storage_options), source, storage_options)
+    upstream = stage("features", extract_features, upstream, storage_options)
+    upstream = stage("matching", match_pairs, upstream)
+    upstream = stage("chunking", plan_chunk_groups, upstream)
+    chunks = chunk_plan(layout)
+    runner = chunk_task_runner(dask_address, len(chunks))
+    per_chunk = reconstruct_chunks.with_options(task_runner=runner)(layout, settings, upstream, chunks)
+    for name, reports in per_chunk.items():
+        stages[name] = _combined(reports)
+    publish()
+    # The merge depends on the last stage of every chunk that came through.
+    done = stages["bundle-adjustment"]["chunks"]
+    upstream = stage("merge", merge_chunks, make_key("chunks", [r["key"] for r in done]), [r["chunk"] for r in done])
+    stage("export", export, upstream, source, storage_options)
+    report = _run_report(source, output, settings, stages, time.perf_counter() - started)
+    with atomic_path(str(layout.report)) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2))
+    write_stage_table(str(layout.stage_table), stages)
+    publish()
+    publish_run_artifacts(report, layout)
+    return report
+
+
+def _combined(reports: list[dict]) -> dict:
+    """One report of a per-chunk stage: its counts summed over the chunks, and each chunk's."""
+    combined = {"status": "ran" if any(r["status"] == "ran" for r in reports) else "reused" if reports else "failed",
+                "seconds": round(sum(r["seconds"] for r in reports), 3)}
+    for name in sorted({k for r in reports for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}):
+        if name not in ("seconds", "chunk", "mean_track_length", "registered"):
+            combined[name] = sum(r.get(name, 0) for r in reports)
+    combined["chunks"] = reports
+    return combined
+
+
+def _run_report(source: str, output: str, settings: Settings, stages: dict, seconds: float) -> dict:
     models = stages["export"]["models"]
-    report = {
+    return {
         "source": source,
         "output": output,
         "settings": settings.as_dict(),
         "stages": stages,
         "totals": {
-            "seconds": round(time.perf_counter() - started, 2),
+            "seconds": round(seconds, 2),
             "images": stages["ingest"]["images"],
             "left_out": stages["ingest"]["left_out"],
+            "unconnected": stages["chunking"]["unconnected"],
+            "chunks": stages["chunking"]["chunks"],
             "registered": models[0]["registered"] if models else 0,
             "points": models[0]["points"] if models else 0,
             "mean_reprojection_error_px": models[0]["mean_reprojection_error_px"] if models else None,
             "models": len(models),
         },
     }
-    with atomic_path(str(layout.report)) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2))
-    publish()
-    publish_run_artifacts(report, layout)
-    return report

@@ -8,6 +8,10 @@ class Settings:
     max_features: int = 4096
     match_ratio: float = 0.8  # Lowe's ratio test
     min_inliers: int = 15  # a verified pair needs this many RANSAC inliers
+    retrieval_neighbours: int = 10  # candidate pairs per image from retrieval
+    exhaustive_below: int = 40  # smaller collections match all pairs
+    chunk_size: int = 100  # most images reconstructed together (one GPU's worth)
+    chunk_overlap: int = 12  # images neighbouring chunks share, to align them
     camera_model: str = "SIMPLE_RADIAL"
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of the matching: "cpu", "cuda", "cuda:1"

@@ -50,3 +50,21 @@ def point_of_track_map(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray)
         if track is not None:
             mapping[track] = point_id
     return mapping
+
+
+def with_image_ids(rec: pycolmap.Reconstruction, new_id: dict[int, int]) -> pycolmap.Reconstruction:
+    """A copy of rec's registered images (poses kept, cam_from_world), cameras and points, with
+    image ids renumbered by new_id {old: new}: a chunk's frames (local ids) become the
+    collection's frames (global ids) so that chunk models can be merged."""
+    out = pycolmap.Reconstruction()
+    for camera in rec.cameras.values():
+        out.add_camera_with_trivial_rig(camera)
+    for image_id in sorted(rec.reg_image_ids()):
+        image = rec.image(image_id)
+        copy = pycolmap.Image(name=image.name, keypoints=np.array([p.xy for p in image.points2D], np.float64).reshape(-1, 2),
+                              camera_id=image.camera_id, image_id=new_id[image_id])
+        out.add_image_with_trivial_frame(copy, image.cam_from_world())
+    for point in rec.points3D.values():
+        elements = [pycolmap.TrackElement(new_id[e.image_id], e.point2D_idx) for e in point.track.elements]
+        out.add_point3D(point.xyz, pycolmap.Track(elements), point.color)
+    return out

@@ -3,6 +3,8 @@
 A track is stored densely per frame, as VGGSfM holds them: `keypoint_index: (F, N) int32`,
 the keypoint of track n in frame f or -1 where the track is not visible.
 """
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -59,3 +61,51 @@ def track_xy(keypoint_index: np.ndarray, keypoints: list[np.ndarray]) -> tuple[n
     for frame in range(num_frames):
         xy[frame, visible[frame]] = keypoints[frame][keypoint_index[frame, visible[frame]]]
     return xy, visible
+
+
+def track_support(keypoint_index: np.ndarray, num_keypoints: list[int],
+                  pairs: list[VerifiedPair]) -> tuple[np.ndarray, np.ndarray]:
+    """How well each observation of a track is supported by the verified matches.
+
+    keypoint_index: (F, N) int32 tracks built from `pairs`. Returns
+    - confidence (F, N) float16: for a visible observation, the fraction of the track's other
+      observations it is matched to directly by a verified pair (1 = matched to all of them);
+      0 where the track is not visible;
+    - query_frame (N,) int32: the frame of the track's best-connected observation, the one the
+      track is followed from (VGGSfM's query frame), ties to the first frame.
+    """
+    num_frames, num_tracks = keypoint_index.shape
+    track_of_keypoint = [np.full(n, -1, np.int64) for n in num_keypoints]
+    for frame in range(num_frames):
+        visible = keypoint_index[frame] >= 0
+        track_of_keypoint[frame][keypoint_index[frame, visible]] = np.nonzero(visible)[0]
+    degree = np.zeros((num_frames, num_tracks), np.int32)
+    for pair in pairs:
+        track1 = track_of_keypoint[pair.index1][pair.inliers[:, 0]]
+        track2 = track_of_keypoint[pair.index2][pair.inliers[:, 1]]
+        same = (track1 >= 0) & (track1 == track2)  # matches dropped as ambiguous have no track
+        np.add.at(degree[pair.index1], track1[same], 1)
+        np.add.at(degree[pair.index2], track2[same], 1)
+    others = np.maximum((keypoint_index >= 0).sum(axis=0) - 1, 1)
+    confidence = np.minimum(degree / others, 1.0).astype(np.float16)
+    query_frame = degree.argmax(axis=0).astype(np.int32) if num_tracks else np.zeros(0, np.int32)
+    return confidence, query_frame
+
+
+@dataclass
+class Tracks:
+    """The tracks of a group of F frames, as tracks.zarr stores them (see storage.track_store)."""
+    keypoint_index: np.ndarray  # (F, N) int32, -1 where not visible
+    xy: np.ndarray  # (F, N, 2) float32 COLMAP pixel coordinates, NaN where not visible
+    visibility: np.ndarray  # (F, N) bool
+    confidence: np.ndarray  # (F, N) float16 in [0, 1]
+    query_frame: np.ndarray  # (N,) int32
+
+
+def tracks_from_pairs(keypoints: list[np.ndarray], pairs: list[VerifiedPair]) -> Tracks:
+    """All verified matches of a group joined into tracks. keypoints[f]: (K_f, 2)."""
+    num_keypoints = [len(k) for k in keypoints]
+    keypoint_index = build_tracks(num_keypoints, pairs)
+    xy, visibility = track_xy(keypoint_index, keypoints)
+    confidence, query_frame = track_support(keypoint_index, num_keypoints, pairs)
+    return Tracks(keypoint_index, xy, visibility, confidence, query_frame)

@@ -44,9 +44,11 @@ def write_pairs(path: str, pairs: list[VerifiedPair], image_ids: list[int]) -> N
 
 
 def read_pairs(path: str, image_ids: list[int]) -> list[VerifiedPair]:
-    """Inverse of write_pairs: pairs indexed by position in image_ids again."""
+    """Inverse of write_pairs: the pairs among image_ids, indexed by position in image_ids
+    (a chunk reads only its own pairs)."""
     frame_of = {image_id: frame for frame, image_id in enumerate(image_ids)}
-    table = pq.read_table(path).to_pylist()
+    ids = [int(i) for i in image_ids]
+    table = pq.read_table(path, filters=[("image_id1", "in", ids), ("image_id2", "in", ids)]).to_pylist()
     return [
         VerifiedPair(
             frame_of[row["image_id1"]], frame_of[row["image_id2"]], row["num_matches"],

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.reconstruct import reconstruct
+from flows.reconstruct import STAGES, reconstruct
 from sfm_core.synthetic import render_scene
 from storage.checkpoints import CheckpointStore, make_key
 from storage.colmap_model import evaluate_model_dirs
 from storage.synthetic_io import load_package_textures, write_scene
 
-STAGES = ["ingest", "features", "matching-tracks", "cameras", "triangulation", "bundle-adjustment", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +80,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(scene, tmp_path, pr
             assert time.monotonic() < deadline, "features never finished"
             time.sleep(0.2)
         time.sleep(1.0)
-        assert not (out / "checkpoints" / "matching-tracks.json").exists()
+        assert not (out / "checkpoints" / "matching.json").exists()
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sfm_core.matching import match_mutual_nearest, normalise_descriptors
-from sfm_core.tracks import build_tracks, track_xy
+from sfm_core.tracks import build_tracks, track_support, track_xy, tracks_from_pairs
 from sfm_core.verification import VerifiedPair
 
 
@@ -222,3 +222,28 @@ def test_sift_keeps_at_most_max_features_largest_first():
     rows = [index[tuple(k)] for k in limited.keypoints]
     np.testing.assert_array_equal(limited.descriptors, everything.descriptors[rows])
     assert len(SiftExtractor(500)(rgb, (1.0, 1.0)).keypoints) <= 500
+
+
+def test_support_of_a_chain_and_a_clique():
+    # Track A: a chain 0-1-2 (frame 1 matched to both others); track B: a clique over 0, 1, 2.
+    pairs = [pair(0, 1, [(0, 0), (1, 1)]), pair(1, 2, [(0, 0), (1, 1)]), pair(0, 2, [(1, 1)])]
+    keypoint_index = build_tracks([2, 2, 2], pairs)
+    confidence, query_frame = track_support(keypoint_index, [2, 2, 2], pairs)
+    assert confidence.dtype == np.float16 and query_frame.dtype == np.int32
+    chain = int(np.nonzero(keypoint_index[0] == 0)[0][0])
+    clique = 1 - chain
+    np.testing.assert_allclose(confidence[:, chain], [0.5, 1.0, 0.5])
+    assert query_frame[chain] == 1
+    np.testing.assert_allclose(confidence[:, clique], [1.0, 1.0, 1.0])
+    assert query_frame[clique] == 0  # ties go to the first frame
+
+
+def test_tracks_from_pairs_is_consistent():
+    keypoints = [np.arange(8, dtype=np.float32).reshape(4, 2) + 10 * f for f in range(3)]
+    pairs = [pair(0, 1, [(0, 1), (2, 3)]), pair(1, 2, [(1, 2)])]
+    tracks = tracks_from_pairs(keypoints, pairs)
+    assert tracks.keypoint_index.shape == (3, 2) and tracks.xy.shape == (3, 2, 2)
+    np.testing.assert_array_equal(tracks.visibility, tracks.keypoint_index >= 0)
+    assert np.all(tracks.confidence[~tracks.visibility] == 0)
+    assert np.all(tracks.confidence[tracks.visibility] > 0)
+    assert np.all(tracks.visibility[tracks.query_frame, np.arange(2)])  # a query frame sees its track

@@ -267,13 +267,13 @@ def test_an_interrupted_upload_leaves_no_checkpoint_without_its_outputs(scene, s
     uri, prefix = "s3://landmark/runs/interrupted", "runs/interrupted"
     work = tmp_path / "work"
     _write(work / "pairs.parquet", b"old pairs")
-    _write(work / "checkpoints/matching-tracks.json", b'{"key": "old"}')
+    _write(work / "checkpoints/matching.json", b'{"key": "old"}')
     sync_up(work, uri)
 
     # The stage runs again: new outputs and a new checkpoint; the connection drops mid-upload.
     _write(work / "pairs.parquet", b"new pairs, longer")
-    _write(work / "tracks.zarr/all/zarr.json", b"{}")
-    _write(work / "checkpoints/matching-tracks.json", b'{"key": "new"}')
+    _write(work / "tracks.zarr/chunk-0/zarr.json", b"{}")
+    _write(work / "checkpoints/matching.json", b'{"key": "new"}')
     from storage.uris import filesystem
 
     fs, _ = filesystem(uri)
@@ -288,11 +288,11 @@ def test_an_interrupted_upload_leaves_no_checkpoint_without_its_outputs(scene, s
         sync_up(work, uri)
     one_line(e.value)
     # The old checkpoint is gone (its outputs are being replaced); the new one is not there yet.
-    assert "checkpoints/matching-tracks.json" not in keys(client, prefix)
+    assert "checkpoints/matching.json" not in keys(client, prefix)
 
     monkeypatch.setattr(fs, "put", real_put)
     sync_up(work, uri)
-    assert keys(client, prefix) == {"pairs.parquet", "tracks.zarr/all/zarr.json", "checkpoints/matching-tracks.json"}
+    assert keys(client, prefix) == {"pairs.parquet", "tracks.zarr/chunk-0/zarr.json", "checkpoints/matching.json"}
     assert client.get_object(Bucket=BUCKET, Key=f"{prefix}/pairs.parquet")["Body"].read() == b"new pairs, longer"
 
 
@@ -385,7 +385,13 @@ def test_memory_filesystem_sources_and_mirrors(tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
-STAGES = ["ingest", "features", "matching-tracks", "cameras", "triangulation", "bundle-adjustment", "export"]
+PER_CHUNK = ("tracks", "cameras", "triangulation", "bundle-adjustment")
+
+
+def checkpoint_names() -> set[str]:
+    """The checkpoint files of a one-chunk run: one per stage, the per-chunk ones per chunk."""
+    from flows.reconstruct import STAGES
+    return {f"{s}-chunk-0" if s in PER_CHUNK else s for s in STAGES}
 
 
 @pytest.mark.slow
@@ -409,7 +415,9 @@ def test_reconstruct_from_s3_to_s3_resumes_after_a_kill(scene, s3_env, client, p
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    committed = {k.split("/")[1][:-len(".json")] for k in keys(client, prefix) if k.startswith("checkpoints/")}
+    from flows.reconstruct import STAGES
+    committed = {k.split("/")[1][:-len(".json")] for k in keys(client, prefix)
+                 if k.startswith("checkpoints/") and k.endswith(".json")}
     assert {"ingest", "features"} <= committed and "export" not in committed
     # The bucket never holds a checkpoint without the outputs it describes.
     assert "manifest.parquet" in keys(client, prefix)
@@ -417,13 +425,13 @@ def test_reconstruct_from_s3_to_s3_resumes_after_a_kill(scene, s3_env, client, p
 
     resumed = reconstruct(source, out)
     assert {s: resumed["stages"][s]["status"] for s in STAGES} == {
-        s: "reused" if s in committed else "ran" for s in STAGES}
+        s: "reused" if (f"{s}-chunk-0" if s in PER_CHUNK else s) in committed else "ran" for s in STAGES}
     assert resumed["totals"]["registered"] == 10
 
     outputs = keys(client, prefix)
     assert {"manifest.parquet", "pairs.parquet", "points.ply", "report.json", "sparse/0/cameras.bin",
-            "sparse/0/images.bin", "sparse/0/points3D.bin", "tracks.zarr/all/zarr.json"} <= outputs
-    assert {f"checkpoints/{s}.json" for s in STAGES} <= outputs
+            "sparse/0/images.bin", "sparse/0/points3D.bin", "tracks.zarr/chunk-0/zarr.json"} <= outputs
+    assert {f"checkpoints/{name}.json" for name in checkpoint_names()} <= outputs
     report = json.loads(client.get_object(Bucket=BUCKET, Key=f"{prefix}/report.json")["Body"].read())
     assert report["totals"]["registered"] == 10
     manifest = tmp_path / "manifest.parquet"

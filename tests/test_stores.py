@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from sfm_core.cameras import initial_camera
 from sfm_core.features import Features
 from sfm_core.model import new_reconstruction
+from sfm_core.tracks import Tracks, tracks_from_pairs
 from sfm_core.verification import VerifiedPair
 from storage.atomic import atomic_path
 from storage.colmap_model import model_dirs, poses_by_name, read_model, write_model
@@ -97,43 +98,53 @@ def test_feature_store_rewrite_replaces(tmp_path):
 
 # ---------------------------------------------------------------- tracks.zarr
 
+def _random_tracks(rng, num_frames: int, num_tracks: int) -> Tracks:
+    keypoint_index = rng.integers(-1, 50, (num_frames, num_tracks)).astype(np.int32)
+    visibility = keypoint_index >= 0
+    xy = np.where(visibility[..., None], rng.uniform(0, 640, (num_frames, num_tracks, 2)), np.nan).astype(np.float32)
+    confidence = np.where(visibility, rng.uniform(0, 1, visibility.shape), 0).astype(np.float16)
+    return Tracks(keypoint_index, xy, visibility, confidence, rng.integers(0, num_frames, num_tracks).astype(np.int32))
+
+
+def assert_tracks_equal(read: Tracks, written: Tracks) -> None:
+    for name in ("keypoint_index", "xy", "visibility", "confidence", "query_frame"):
+        np.testing.assert_array_equal(getattr(read, name), getattr(written, name))  # NaNs compare equal here
+        assert getattr(read, name).dtype == getattr(written, name).dtype, name
+
+
 def test_tracks_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     path = str(tmp_path / "tracks.zarr")
     image_ids = np.array([3, 9, 4, 12])
-    keypoint_index = rng.integers(-1, 50, (4, 30)).astype(np.int32)
-    visibility = keypoint_index >= 0
-    xy = np.where(visibility[..., None], rng.uniform(0, 640, (4, 30, 2)), np.nan).astype(np.float32)
-    write_tracks(path, "all", image_ids, keypoint_index, xy, visibility)
-    other_index = np.zeros((2, 5), np.int32)
-    write_tracks(path, "other", np.array([1, 2]), other_index, np.zeros((2, 5, 2)), np.ones((2, 5), bool))
+    tracks, other = _random_tracks(rng, 4, 30), _random_tracks(rng, 2, 5)
+    write_tracks(path, "chunk-0", image_ids, tracks)
+    write_tracks(path, "chunk-1", np.array([1, 2]), other)
 
-    ids_read, index_read = read_tracks(path, "all")
+    ids_read, read = read_tracks(path, "chunk-0")
     np.testing.assert_array_equal(ids_read, image_ids)
-    np.testing.assert_array_equal(index_read, keypoint_index)
-    assert index_read.dtype == np.int32
-    group = zarr.open_group(path, mode="r")["all"]
-    np.testing.assert_array_equal(group["xy"][:], xy)  # NaNs compare equal here
-    np.testing.assert_array_equal(group["visibility"][:], visibility)
-    assert group.attrs["complete"] is True
-    np.testing.assert_array_equal(read_tracks(path, "other")[1], other_index)
+    assert_tracks_equal(read, tracks)
+    assert read.confidence.dtype == np.float16 and read.xy.dtype == np.float32
+    assert zarr.open_group(path, mode="r")["chunk-0"].attrs["complete"] is True
+    assert_tracks_equal(read_tracks(path, "chunk-1")[1], other)
 
 
 def test_tracks_rewrite_replaces_group(tmp_path):
+    rng = np.random.default_rng(5)
     path = str(tmp_path / "tracks.zarr")
-    write_tracks(path, "all", np.arange(3), np.zeros((3, 10), np.int32), np.zeros((3, 10, 2)), np.ones((3, 10), bool))
-    new_index = np.full((2, 4), -1, np.int32)
-    write_tracks(path, "all", np.array([7, 8]), new_index, np.full((2, 4, 2), np.nan), np.zeros((2, 4), bool))
-    ids, index = read_tracks(path, "all")
+    write_tracks(path, "chunk-0", np.arange(3), _random_tracks(rng, 3, 10))
+    replacement = _random_tracks(rng, 2, 4)
+    write_tracks(path, "chunk-0", np.array([7, 8]), replacement)
+    ids, read = read_tracks(path, "chunk-0")
     np.testing.assert_array_equal(ids, [7, 8])
-    np.testing.assert_array_equal(index, new_index)
+    assert_tracks_equal(read, replacement)
 
 
 def test_tracks_with_no_tracks(tmp_path):
     path = str(tmp_path / "tracks.zarr")
-    write_tracks(path, "all", np.array([1, 2, 3]), np.zeros((3, 0), np.int32), np.zeros((3, 0, 2)), np.zeros((3, 0), bool))
-    ids, index = read_tracks(path, "all")
-    assert index.shape == (3, 0)
+    empty = tracks_from_pairs([np.zeros((4, 2), np.float32)] * 3, [])
+    write_tracks(path, "chunk-0", np.array([1, 2, 3]), empty)
+    ids, read = read_tracks(path, "chunk-0")
+    assert read.keypoint_index.shape == (3, 0) and read.query_frame.shape == (0,)
     np.testing.assert_array_equal(ids, [1, 2, 3])
 
 

@@ -176,7 +176,7 @@ def test_run_artifacts_are_published(finished_run):
     images = json.loads(by_key[key("images")].data)
     assert len(images) == 9 and sum(row["registered in"] == "sparse/0" for row in images) == report["totals"]["registered"]
     pairs = json.loads(by_key[key("pairs")].data)
-    assert len(pairs) == report["stages"]["matching-tracks"]["pairs_verified"] > 0
+    assert len(pairs) == report["stages"]["matching"]["pairs_verified"] > 0
     stages = json.loads(by_key[key("stages")].data)
     assert [row["stage"] for row in stages] == list(report["stages"])
 

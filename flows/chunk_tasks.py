@@ -1,0 +1,141 @@
+"""The stages of one chunk as Prefect tasks, named by stage and chunk: tracks, cameras,
+triangulation, bundle adjustment. A chunk's images are its frames 0..F-1 (local), in the
+order of the chunk's global frames; its models use local image ids (frame + 1) until the last
+stage writes them with the collection's ids (global frame + 1) to models/<chunk>/ for merging.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pycolmap
+
+from flows.checkpointing import stage_task
+from flows.layout import OutputLayout, chunk_name
+from flows.settings import Settings
+from flows.stage_io import fresh, initial_cameras, stage_logger, usable_rows
+from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings, refine
+from sfm_core.calibration import calibrate_focal_lengths, relative_poses
+from sfm_core.chunking import Chunk
+from sfm_core.initialization import initialize_poses, pose_graph_components
+from sfm_core.model import clear_points, new_reconstruction, point_of_track_map, with_image_ids
+from sfm_core.tracks import tracks_from_pairs
+from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
+from sfm_core.verification import VerifiedPair
+from storage.colmap_model import model_dirs, read_model, write_model
+from storage.feature_store import FeatureStore
+from storage.pair_table import read_pairs
+from storage.track_store import read_tracks, write_tracks
+
+
+@dataclass
+class ChunkInputs:
+    rows: list  # manifest rows of the chunk's frames
+    pairs: list[VerifiedPair]  # verified pairs among them, local frame indices
+    keypoints: list[np.ndarray]  # (K_f, 2) COLMAP pixel coordinates per frame
+    cameras: list[pycolmap.Camera]  # the collection's initial cameras (ids shared by all chunks)
+    camera_of_frame: list[int]  # index into cameras, per local frame
+
+
+def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkInputs:
+    rows = usable_rows(layout)
+    cameras, camera_of_frame = initial_cameras(rows, settings)
+    chunk_rows = [rows[f] for f in chunk.frames]
+    store = FeatureStore(str(layout.features))
+    return ChunkInputs(chunk_rows, read_pairs(str(layout.pairs), [r.image_id for r in chunk_rows]),
+                       [store.read_keypoints(r.sha256) for r in chunk_rows], cameras,
+                       [camera_of_frame[f] for f in chunk.frames])
+
+
+@stage_task("tracks", run_name="tracks-chunk-{chunk.index}")
+def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
+    inputs = load_chunk(layout, settings, chunk)
+    tracks = tracks_from_pairs(inputs.keypoints, inputs.pairs)
+    write_tracks(str(layout.tracks), chunk_name(chunk), np.array([r.image_id for r in inputs.rows]), tracks)
+    lengths = tracks.visibility.sum(axis=0)
+    mean_length = float(lengths.mean()) if lengths.size else 0.0
+    stage_logger().info("tracks %s: %d tracks over %d images (mean length %.2f)", chunk_name(chunk),
+                        tracks.keypoint_index.shape[1], len(inputs.rows), mean_length)
+    return {"tracks": int(tracks.keypoint_index.shape[1]), "mean_track_length": round(mean_length, 3)}
+
+
+def _keypoint_index(layout: OutputLayout, chunk: Chunk) -> np.ndarray:
+    return read_tracks(str(layout.tracks), chunk_name(chunk))[1].keypoint_index
+
+
+def _stage_folder(layout: OutputLayout, stage: str, chunk: Chunk):
+    return layout.stage_models(stage) / chunk_name(chunk)
+
+
+@stage_task("cameras", ("camera_model",), run_name="cameras-chunk-{chunk.index}")
+def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
+    """All cameras of each connected group of the chunk posed jointly."""
+    inputs = load_chunk(layout, settings, chunk)
+    keypoint_index = _keypoint_index(layout, chunk)
+    out = fresh(_stage_folder(layout, "cameras", chunk))
+    components = pose_graph_components(len(inputs.rows), inputs.pairs)
+    posed = []
+    for frames in components:
+        group_cameras = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames)
+        in_group = set(frames)
+        group_pairs = relative_poses(group_cameras, inputs.camera_of_frame, inputs.keypoints,
+                                     [p for p in inputs.pairs if p.index1 in in_group])
+        rec = new_reconstruction([r.name for r in inputs.rows], group_cameras, inputs.camera_of_frame,
+                                 inputs.keypoints, frames)
+        if not initialize_poses(rec, group_pairs, keypoint_index):
+            stage_logger().warning("camera initialisation failed for a group of %d images of %s",
+                                   len(frames), chunk_name(chunk))
+            continue
+        clear_points(rec)
+        write_model(rec, out / str(len(posed)))
+        posed.append(rec.num_reg_images())
+    unconnected = len(inputs.rows) - sum(len(c) for c in components)
+    stage_logger().info("cameras %s: %d images posed jointly in %d group(s) %s; %d with no relative pose",
+                        chunk_name(chunk), sum(posed), len(posed), posed, unconnected)
+    return {"groups": len(posed), "posed": sum(posed), "unconnected": unconnected}
+
+
+@stage_task("triangulation", run_name="triangulation-chunk-{chunk.index}")
+def triangulate(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
+    keypoint_index = _keypoint_index(layout, chunk)
+    out = fresh(_stage_folder(layout, "triangulation", chunk))
+    counts = []
+    for folder in model_dirs(_stage_folder(layout, "cameras", chunk)):
+        rec = read_model(folder)
+        created = triangulate_tracks(rec, keypoint_index, np.arange(keypoint_index.shape[1]), TriangulationSettings())
+        write_model(rec, out / folder.name)
+        counts.append(len(created))
+    stage_logger().info("triangulation %s: %d of %d tracks triangulated", chunk_name(chunk), sum(counts),
+                        keypoint_index.shape[1])
+    return {"points": sum(counts)}
+
+
+@stage_task("bundle-adjustment", ("bundle_adjuster",), run_name="bundle-adjustment-chunk-{chunk.index}")
+def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
+    """Refinement (BA, filter, PnP re-posing, re-triangulation); the chunk's models are then
+    written with the collection's image ids to models/<chunk>/."""
+    keypoint_index = _keypoint_index(layout, chunk)
+    adjuster = BUNDLE_ADJUSTERS[settings.bundle_adjuster]()
+    global_id = {frame + 1: global_frame + 1 for frame, global_frame in enumerate(chunk.frames)}
+    out = fresh(layout.chunk_models / chunk_name(chunk))
+    filtered = retriangulated = dropped = reposed = 0
+    models = []
+    for folder in model_dirs(_stage_folder(layout, "triangulation", chunk)):
+        rec = read_model(folder)
+        report = refine(rec, keypoint_index, point_of_track_map(rec, keypoint_index), adjuster, RefinementSettings())
+        write_model(with_image_ids(rec, global_id), out / folder.name)
+        filtered += report.observations_filtered
+        retriangulated += report.points_retriangulated
+        dropped += len(report.frames_dropped)
+        reposed += len(report.frames_reposed)
+        models.append({"registered": rec.num_reg_images(), "points": rec.num_points3D(),
+                       "mean_reprojection_error_px": round(float(rec.compute_mean_reprojection_error()), 4)})
+    stage_logger().info("bundle-adjustment %s (%s): %d observations filtered, %d points re-triangulated, "
+                        "%d images re-posed by PnP, %d dropped; models %s", chunk_name(chunk), adjuster.name,
+                        filtered, retriangulated, reposed, dropped, [m["registered"] for m in models])
+    return {"solver": adjuster.name, "images": len(chunk.frames), "models": models,
+            "registered": max((m["registered"] for m in models), default=0),
+            "points": sum(m["points"] for m in models),
+            "observations_filtered": filtered, "points_retriangulated": retriangulated,
+            "images_reposed": reposed, "images_dropped": dropped}
+
+
+CHUNK_STAGES = (make_tracks, initialize_cameras, triangulate, bundle_adjust)
