@@ -3,7 +3,7 @@ import argparse
 import json
 import sys
 
-from flows.settings import Settings
+from flows.settings import Settings, chunk_overlap_for
 
 DEFAULTS = Settings()
 
@@ -15,14 +15,29 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                         help="SIFT features per image (default %(default)s)")
     parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
                         help="COLMAP camera model (default %(default)s)")
-    parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres"],
+    parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres", "theseus"],
                         help="bundle adjustment solver (default %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device, help="torch device for matching (default %(default)s)")
+    parser.add_argument("--chunk-size", type=_chunk_size, default=DEFAULTS.chunk_size,
+                        help="most images reconstructed together; larger collections are cut into "
+                             "overlapping chunks and merged (default %(default)s)")
+    parser.add_argument("--dask-address", default=None,
+                        help="Dask scheduler to run the chunks on, e.g. tcp://host:8786 "
+                             "(default: a local cluster when there are several chunks)")
 
 
 def _flow_kwargs(args) -> dict:
     return {"max_image_size": args.max_image_size, "max_features": args.max_features,
-            "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device}
+            "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
+            "chunk_size": args.chunk_size, "dask_address": args.dask_address}
+
+
+def _chunk_size(text: str) -> int:
+    try:
+        chunk_overlap_for(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return int(text)
 
 
 def _storage_options(text: str | None) -> dict | None:
@@ -61,6 +76,14 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from flows.demo import run_demo
     print(run_demo(args.out, n_cameras=args.n_cameras)[2])
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from flows.synth import make_collection
+    made = make_collection(args.out, args.n, args.distractors, args.seed)
+    print(f"{made['images']} photos of the landmark and {made['distractors']} distractors in {made['folder']}, "
+          f"exact cameras in {made['truth']} ({made['seconds']} s)")
     return 0
 
 
@@ -111,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
     demo.add_argument("--n-cameras", type=int, default=30)
     demo.set_defaults(handler=cmd_demo)
+
+    synth = commands.add_parser("synth", help="render a landmark-like collection with exact cameras (tests, benchmarks)")
+    synth.add_argument("--n", type=int, required=True, help="photos of the landmark")
+    synth.add_argument("--out", required=True, help="folder: images/, gt/ (COLMAP text model), distractors.txt")
+    synth.add_argument("--distractors", type=int, default=0, help="photos of something else (default 0)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=cmd_synth)
     return parser
 
 

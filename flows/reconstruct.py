@@ -16,7 +16,7 @@ from flows.checkpointing import report_of, results_storage, run_stage
 from flows.chunk_tasks import CHUNK_STAGES
 from flows.dispatch import chunk_task_runner, gpu_annotation
 from flows.layout import OutputLayout, chunk_name
-from flows.settings import Settings
+from flows.settings import Settings, chunk_overlap_for
 from flows.stage_io import stage_logger
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
 from sfm_core.chunking import Chunk
@@ -41,7 +41,7 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
     on the Dask scheduler at `dask_address`, or on a local cluster."""
     settings = Settings(max_image_size=max_image_size, max_features=max_features,
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
-                        chunk_size=chunk_size, chunk_overlap=min(Settings.chunk_overlap, chunk_size // 4))
+                        chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size))
     if is_local(source):
         source = str(Path(local_path(source)).resolve())
     if is_local(out):

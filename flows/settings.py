@@ -1,6 +1,19 @@
 """The pipeline's settings, with their defaults in one place."""
 from dataclasses import asdict, dataclass
 
+# Neighbouring chunks share this many images at least: a Sim(3) needs 3 registered in both,
+# and one more leaves room for an image that one of the chunks fails to register.
+MIN_CHUNK_OVERLAP = 4
+MIN_CHUNK_SIZE = 2 * MIN_CHUNK_OVERLAP
+
+
+def chunk_overlap_for(chunk_size: int) -> int:
+    """Images neighbouring chunks share: a quarter of a chunk, between MIN_CHUNK_OVERLAP and 12."""
+    if chunk_size < MIN_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be at least {MIN_CHUNK_SIZE} (chunks share {MIN_CHUNK_OVERLAP} "
+                         f"images to be aligned), got {chunk_size}")
+    return max(MIN_CHUNK_OVERLAP, min(Settings.chunk_overlap, chunk_size // 4))
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -1,21 +1,24 @@
 """The collection-wide stages as Prefect tasks: each reads its inputs from the output folder,
 calls sfm_core, writes its outputs, and returns a small report for report.json. The stages of
 one chunk are in flows/chunk_tasks.py."""
+import functools
 import os
-from dataclasses import asdict
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import numpy as np
 import pycolmap
 
 from flows.artifacts import StageProgress
 from flows.checkpointing import stage_task
+from flows.feature_workers import IMAGES_PER_PROCESS, extract_one, feature_pool
 from flows.layout import OutputLayout
 from flows.settings import Settings
 from flows.stage_io import fresh, initial_cameras, stage_logger, usable_rows
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings
 from sfm_core.chunking import plan_chunks
-from sfm_core.features import Features, SiftExtractor
+from sfm_core.features import Features
 from sfm_core.matching import match_mutual_nearest, normalise_descriptors
 from sfm_core.merge import merge_models
 from sfm_core.retrieval import candidate_pairs
@@ -23,7 +26,6 @@ from sfm_core.verification import verification_options, verify_pair
 from storage.chunk_table import read_chunks, write_chunks
 from storage.colmap_model import model_dirs, read_model, write_model
 from storage.feature_store import FeatureStore
-from storage.images import ImageReadError, load_image
 from storage.manifest import build_manifest, write_manifest
 from storage.pair_table import read_pairs, write_pairs
 from storage.sources import list_image_files
@@ -63,53 +65,56 @@ def ingest(layout: OutputLayout, settings: Settings, source: str, storage_option
 
 @stage_task("features", ("max_image_size", "max_features"))
 def extract_features(layout: OutputLayout, settings: Settings, storage_options: dict | None = None) -> dict:
+    """SIFT of every photo not in the store yet, one process per core (pycolmap's SIFT holds
+    the GIL), written to the store in the manifest's order as they come."""
     logger = stage_logger()
     rows = usable_rows(layout)
     store = FeatureStore(str(layout.features))
-    extractor = SiftExtractor(settings.max_features)
     stored = settings.feature_settings()
-    computed = reused = failed = 0
-    for row in StageProgress("features", len(rows), unit="images").track(rows):
-        if store.has(row.sha256, stored):
-            reused += 1
-            continue
-        try:
-            image = load_image(row.uri, settings.max_image_size, storage_options)
-        except ImageReadError as error:
-            # The probe passed but the full decode did not: go on without this photo.
-            logger.warning("no features for %s: %s", row.name, error.reason)
-            features, failed = Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
-                                        np.zeros((0, 128), np.uint8)), failed + 1
-        else:
-            features = extractor(image.pixels, image.scale_xy)
-        store.write(row.sha256, features, stored)
-        computed += 1
-    logger.info("features: %d images computed, %d reused, %d unreadable", computed, reused, failed)
-    return {"computed": computed,
-            "reused": reused, "unreadable": failed}
-
-
+    todo = [row for row in rows if not store.has(row.sha256, stored)]
+    failed = 0
+    workers = min(os.cpu_count() or 1, max(1, len(todo) // IMAGES_PER_PROCESS))
+    with feature_pool(workers, settings.max_features) as pool:
+        extracted = pool.map(extract_one, [(row.uri, settings.max_image_size, storage_options) for row in todo])
+        for row, result in zip(todo, StageProgress("features", len(todo), unit="images").track(extracted)):
+            if isinstance(result, str):
+                # The probe passed but the full decode did not: go on without this photo.
+                logger.warning("no features for %s: %s", row.name, result)
+                result, failed = Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                                          np.zeros((0, 128), np.uint8)), failed + 1
+            store.write(row.sha256, result, stored)
+    logger.info("features: %d images computed, %d reused, %d unreadable", len(todo), len(rows) - len(todo), failed)
+    return {"computed": len(todo), "reused": len(rows) - len(todo), "unreadable": failed}
 
 
 @stage_task("matching", ("match_ratio", "min_inliers", "camera_model", "retrieval_neighbours", "exhaustive_below"))
 def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
-    """Candidate pairs from retrieval (all pairs of a small collection), matched and verified."""
+    """Candidate pairs from retrieval (all pairs of a small collection), matched and verified.
+
+    Matching runs in torch on settings.device; each pair's RANSAC verification (pycolmap,
+    which releases the GIL) runs on a thread pool meanwhile, one thread per core.
+    """
     logger = stage_logger()
     rows = usable_rows(layout)
     store = FeatureStore(str(layout.features))
     features = [store.read(r.sha256) for r in rows]
     cameras, camera_of_frame = initial_cameras(rows, settings)
-    descriptors = [normalise_descriptors(f.descriptors, settings.device) for f in features]
     candidates = candidate_pairs([f.descriptors for f in features], settings.retrieval_neighbours,
                                  settings.exhaustive_below, device=settings.device)
+
+    # Pairs come sorted by their first image: a few unit descriptor sets at a time suffice.
+    @functools.lru_cache(maxsize=64)
+    def descriptors(frame: int):
+        return normalise_descriptors(features[frame].descriptors, settings.device)
+
     options = verification_options(settings.min_inliers)
-    verified = []
-    for i, j in StageProgress("matching", len(candidates), unit="pairs").track(candidates.tolist()):
-        matches = match_mutual_nearest(descriptors[i], descriptors[j], settings.match_ratio)
-        pair = verify_pair(i, j, features[i].keypoints, features[j].keypoints, matches,
-                           cameras[camera_of_frame[i]], cameras[camera_of_frame[j]], options)
-        if pair is not None:
-            verified.append(pair)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as verifiers:
+        jobs = []
+        for i, j in StageProgress("matching", len(candidates), unit="pairs").track(candidates.tolist()):
+            matches = match_mutual_nearest(descriptors(i), descriptors(j), settings.match_ratio)
+            jobs.append(verifiers.submit(verify_pair, i, j, features[i].keypoints, features[j].keypoints, matches,
+                                         cameras[camera_of_frame[i]], cameras[camera_of_frame[j]], options))
+        verified = [pair for pair in (job.result() for job in jobs) if pair is not None]
     write_pairs(str(layout.pairs), verified, [r.image_id for r in rows])
     logger.info("matching: %d of %d candidate pairs verified (%d images)", len(verified), len(candidates), len(rows))
     return {"pairs_matched": len(candidates), "pairs_verified": len(verified)}

@@ -442,3 +442,81 @@ def render_scene(
     images = [render_view(landmark, K, pose, supersample) for K, pose in zip(intrinsics, poses)]
     names = [f"img_{k:03d}.jpg" for k in range(n_cameras)]
     return SyntheticScene(images, names, intrinsics, poses, landmark)
+
+
+# ---------------------------------------------------------------- collections
+
+# Image sizes (width, height) of a collection's cameras: landscape and portrait, as people's
+# photos come. Their long side stays at most 1024 px, the size features are computed at.
+COLLECTION_IMAGE_SIZES = ((640, 480), (800, 600), (480, 640), (720, 540), (960, 720), (768, 1024))
+
+
+@dataclass(frozen=True)
+class CollectionCameras:
+    """Where a collection's photos were taken from, drawn around a landmark.
+
+    distance_factor: camera distance from the building's centre in units of its horizontal
+    size; height_range: camera height in metres; hfov_deg: horizontal field of view range.
+    """
+
+    distance_factor: tuple[float, float] = (1.3, 3.2)
+    height_range: tuple[float, float] = (1.5, 14.0)
+    hfov_deg: tuple[float, float] = (42.0, 72.0)
+    image_sizes: tuple[tuple[int, int], ...] = COLLECTION_IMAGE_SIZES
+    target_jitter: float = 1.5  # metres: what a photo is centred on varies around the building
+
+
+def collection_cameras(landmark: Landmark, n_cameras: int, seed: int = 0,
+                       spec: CollectionCameras = CollectionCameras()) -> tuple[list, list]:
+    """n_cameras cameras all around the landmark, in the order of their azimuth.
+
+    Unlike ring_cameras (a smooth path), each camera draws its own distance, height, field
+    of view and image size: neighbours in azimuth may see the building at different scales,
+    as in a collection of photos by many people. Returns (intrinsics, cam_from_world) lists,
+    see the module docstring.
+    """
+    rng = np.random.default_rng(seed)
+    b = landmark.building
+    size = max(b.hi[:2] - b.lo[:2])
+    centre = np.array([*(b.lo[:2] + b.hi[:2]) / 2, 0.4 * b.hi[2]])
+    azimuth = np.sort(rng.uniform(0, 2 * np.pi, n_cameras))
+    distance = size * rng.uniform(*spec.distance_factor, n_cameras)
+    height = rng.uniform(*spec.height_range, n_cameras)
+    hfov = rng.uniform(*spec.hfov_deg, n_cameras)
+    sizes = [spec.image_sizes[k] for k in rng.integers(0, len(spec.image_sizes), n_cameras)]
+    intrinsics, poses = [], []
+    for k in range(n_cameras):
+        w, h = sizes[k]
+        f = w / 2 / np.tan(np.radians(hfov[k]) / 2)
+        intrinsics.append((float(f), float(f), w / 2, h / 2, int(w), int(h)))
+        camera = np.array([centre[0] + distance[k] * np.cos(azimuth[k]),
+                           centre[1] + distance[k] * np.sin(azimuth[k]), height[k]])
+        poses.append(look_at(camera, centre + rng.normal(0.0, spec.target_jitter, 3)))
+    return intrinsics, poses
+
+
+def render_distractor(size: tuple[int, int], seed: int) -> np.ndarray:
+    """(height, width, 3) uint8: a photo of nothing in the scene, unlike every other distractor.
+
+    Coloured noise at several scales under a few random discs and bars: plenty of features,
+    none of them shared with the landmark or with another seed's image.
+    """
+    w, h = size
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.float32)
+    for sigma in (1.5, 4.0, 12.0):
+        layer = ndimage.gaussian_filter(rng.standard_normal((h, w, 3)).astype(np.float32), (sigma, sigma, 0))
+        img += layer / max(float(layer.std()), 1e-6)
+    img = 128 + 35 * img
+    rows, cols = np.mgrid[0:h, 0:w]
+    for _ in range(rng.integers(4, 9)):
+        colour = rng.uniform(0, 255, 3)
+        if rng.random() < 0.5:
+            r0, c0, radius = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.05, 0.25) * min(w, h)
+            mask = (rows - r0) ** 2 + (cols - c0) ** 2 < radius ** 2
+        else:
+            r0, c0 = rng.integers(0, h), rng.integers(0, w)
+            mask = (rows >= r0) & (rows < r0 + rng.integers(h // 20, h // 3)) \
+                & (cols >= c0) & (cols < c0 + rng.integers(w // 20, w // 2))
+        img[mask] = 0.6 * colour + 0.4 * img[mask]
+    return np.clip(img, 0, 255).round().astype(np.uint8)

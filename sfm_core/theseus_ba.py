@@ -216,10 +216,20 @@ def _make_solver(structure: SparseStructure, device: torch.device):
             return _lu_cuda_solver(structure, device)
         except ImportError:
             pass  # Theseus built without its CUDA extension: CHOLMOD works on copies
-    from sksparse.cholmod import analyze_AAt
+    from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze_AAt
 
     symbolic = analyze_AAt(structure.mock_csc_transpose())  # once: the ordering and fill-in
-    return lambda values, b, damping: CholmodSolveFunction.apply(values, b, structure, symbolic, damping, False)
+
+    def solve(values, b, damping):
+        # The gauge (a similarity of the scene) leaves A^T A singular: a damping near zero can
+        # lose positive definiteness to rounding; ten times more is still tiny after scaling.
+        for _ in range(8):
+            try:
+                return CholmodSolveFunction.apply(values, b, structure, symbolic, damping, False)
+            except CholmodNotPositiveDefiniteError:
+                damping *= 10
+        return CholmodSolveFunction.apply(values, b, structure, symbolic, damping, False)
+    return solve
 
 
 def _lu_cuda_solver(structure: SparseStructure, device: torch.device):
@@ -251,6 +261,10 @@ def retract(problem: BAProblem, state: BAState, step: torch.Tensor, free: list[i
     return BAState(poses, state.points + point_step.reshape(-1, 3), params)
 
 
+# Ceres keeps its LM diagonal at least 1e-6; with Jacobi scaling a smaller floor does the same.
+MIN_DAMPING = 1e-10
+
+
 def levenberg_marquardt(problem: BAProblem, state: BAState, settings: BundleAdjustmentSettings,
                         step: SparseStep, function_tolerance: float = 1e-9) -> tuple[BAState, float]:
     """Ceres-like LM (Jacobi scaling, initial damping 1e-4, Nielsen's damping update).
@@ -273,7 +287,7 @@ def levenberg_marquardt(problem: BAProblem, state: BAState, settings: BundleAdju
         if gain > 1e-3 and np.isfinite(new_cost):
             converged = cost - new_cost < function_tolerance * cost
             state, r, jacobian, cost = candidate, new_r, new_jacobian, new_cost
-            damping, factor = damping * max(1 / 3, 1 - (2 * gain - 1) ** 3), 2.0
+            damping, factor = max(damping * max(1 / 3, 1 - (2 * min(gain, 1.0) - 1) ** 3), MIN_DAMPING), 2.0
             if converged:
                 break
         else:
@@ -284,7 +298,7 @@ def levenberg_marquardt(problem: BAProblem, state: BAState, settings: BundleAdju
 
 
 def solve_differentiable(problem: BAProblem, state: BAState, settings: BundleAdjustmentSettings,
-                         implicit_damping: float = 1e-10) -> BAState:
+                         implicit_damping: float = 1e-10, function_tolerance: float = 1e-9) -> BAState:
     """Bundle adjustment whose result carries autograd to problem.xy and problem.weight.
 
     The optimisation itself runs without autograd; a last Gauss-Newton step from the optimum
@@ -296,7 +310,7 @@ def solve_differentiable(problem: BAProblem, state: BAState, settings: BundleAdj
     with torch.no_grad():
         detached = BAProblem(problem.xy.detach(), problem.weight.detach(), problem.image_index,
                              problem.point_index, problem.camera_of_image, problem.model)
-        optimum, _ = levenberg_marquardt(detached, _detach(state), settings, step)
+        optimum, _ = levenberg_marquardt(detached, _detach(state), settings, step, function_tolerance)
     free = free_params(problem.model, settings)
     r, jacobian = residuals(problem, optimum, free)
     system = robustify(problem, r, jacobian, settings.robust_loss_scale_px, curvature=True)

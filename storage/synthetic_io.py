@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-from PIL import Image
+from PIL import ExifTags, Image
 
 # Photos shipped inside scikit-image (no download), chosen for dense detail
 # and few uniform areas; the first ones land on the main building.
@@ -32,9 +32,14 @@ def load_package_textures() -> list[np.ndarray]:
 
 def scene_reconstruction(scene) -> pycolmap.Reconstruction:
     """Ground truth as a pycolmap model: one PINHOLE camera per image, no points."""
+    return cameras_reconstruction(scene.names, scene.intrinsics, scene.cam_from_world)
+
+
+def cameras_reconstruction(names, intrinsics, cam_from_world) -> pycolmap.Reconstruction:
+    """A model of exact cameras: names[k] taken with intrinsics[k] (fx, fy, cx, cy, w, h),
+    PINHOLE, at cam_from_world[k] (R (3, 3), t (3,)); image and camera ids k + 1, no points."""
     rec = pycolmap.Reconstruction()
-    for k, (name, (fx, fy, cx, cy, w, h), (R, t)) in enumerate(
-            zip(scene.names, scene.intrinsics, scene.cam_from_world), start=1):
+    for k, (name, (fx, fy, cx, cy, w, h), (R, t)) in enumerate(zip(names, intrinsics, cam_from_world), start=1):
         rec.add_camera_with_trivial_rig(pycolmap.Camera(
             model="PINHOLE", width=w, height=h, params=[fx, fy, cx, cy], camera_id=k))
         rec.add_image_with_trivial_frame(
@@ -43,11 +48,32 @@ def scene_reconstruction(scene) -> pycolmap.Reconstruction:
     return rec
 
 
+# EXIF of the synthetic photos: a phone-like camera whose 35 mm-equivalent focal length is
+# written as cameras write it (whole millimetres), so the prior is good to about 2 %.
+SYNTHETIC_MAKE = "landmark-sfm"
+_CROP_FACTOR = 5.6  # a small sensor: the lens's true focal length is the equivalent one / 5.6
+
+
+def write_jpeg(img: np.ndarray, path: str | Path, quality: int = 92, focal_px: float | None = None) -> None:
+    """(H, W, 3) uint8 RGB to a JPEG file; with focal_px (full-resolution pixels), EXIF as a
+    camera writes it: Make, Model (one per image size), FocalLength and FocalLengthIn35mmFilm."""
+    exif = Image.Exif()
+    if focal_px is not None:
+        height, width = img.shape[:2]
+        exif[ExifTags.Base.Make] = SYNTHETIC_MAKE
+        exif[ExifTags.Base.Model] = f"synthetic {width}x{height}"
+        focal_35mm = round(focal_px / max(width, height) * 36.0)
+        details = exif.get_ifd(ExifTags.IFD.Exif)
+        details[ExifTags.Base.FocalLengthIn35mmFilm] = focal_35mm
+        details[ExifTags.Base.FocalLength] = round(focal_35mm / _CROP_FACTOR, 2)
+    Image.fromarray(img).save(path, quality=quality, exif=exif)
+
+
 def write_scene(scene, out_dir: str | Path, jpeg_quality: int = 92) -> None:
     """Write ``out_dir/images/<name>`` (JPEG) and the COLMAP text model ``out_dir/gt/``."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "gt").mkdir(parents=True, exist_ok=True)
     for name, img in zip(scene.names, scene.images):
-        Image.fromarray(img).save(out_dir / "images" / name, quality=jpeg_quality)
+        write_jpeg(img, out_dir / "images" / name, jpeg_quality)
     scene_reconstruction(scene).write_text(str(out_dir / "gt"))

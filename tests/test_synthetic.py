@@ -166,3 +166,34 @@ def test_written_model_round_trips(scene, tmp_path):
         assert np.allclose(pose.translation, t, atol=1e-9)
         with Image.open(tmp_path / "images" / name) as jpg:
             assert jpg.format == "JPEG" and jpg.size == K[4:]
+
+
+def test_collection_has_exact_cameras_exif_focals_and_distractors(tmp_path):
+    from flows.cli import main
+    from storage.images import probe_image
+
+    assert main(["synth", "--n", "5", "--distractors", "2", "--out", str(tmp_path / "a"), "--seed", "3"]) == 0
+    images = tmp_path / "a" / "images"
+    names = sorted(p.name for p in images.iterdir())
+    assert names == ["distractor_000.jpg", "distractor_001.jpg"] + [f"img_{k:03d}.jpg" for k in range(5)]
+    assert (tmp_path / "a" / "distractors.txt").read_text().split() == names[:2]
+    truth = pycolmap.Reconstruction(str(tmp_path / "a" / "gt"))
+    assert sorted(image.name for image in truth.images.values()) == names[2:]
+    for image in truth.images.values():
+        camera = truth.cameras[image.camera_id]
+        probe = probe_image(str(images / image.name))
+        assert (probe.width, probe.height) == (camera.width, camera.height)
+        # EXIF holds the 35 mm-equivalent focal in whole millimetres: within 2 % of the truth.
+        assert probe.focal_length_px == pytest.approx(camera.params[0], rel=0.02)
+        assert probe.camera_model == f"synthetic {camera.width}x{camera.height}"
+    # Cameras all around the landmark, at different distances and zooms.
+    centres = np.array([image.projection_center() for image in truth.images.values()])
+    assert np.ptp(np.linalg.norm(centres[:, :2], axis=1)) > 5
+    assert len({truth.cameras[i.camera_id].params[0] for i in truth.images.values()}) == 5
+    # Distractors: no EXIF camera, and nothing alike.
+    first, second = (np.asarray(Image.open(images / n), np.float32) for n in names[:2])
+    assert probe_image(str(images / names[0])).camera_model is None
+    assert first.shape != second.shape or np.abs(first - second).mean() > 30
+
+    main(["synth", "--n", "5", "--distractors", "2", "--out", str(tmp_path / "b"), "--seed", "3"])
+    assert all((images / n).read_bytes() == (tmp_path / "b" / "images" / n).read_bytes() for n in names)
