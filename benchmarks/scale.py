@@ -1,6 +1,7 @@
 """How the pipeline scales: synthetic collections of 100, 300 and 1000 photos (plus
 distractors), reconstructed in chunks, side by side with pycolmap's hierarchical and global
-mappers on the same photos (exhaustive matching) up to --colmap-up-to photos.
+mappers on the same photos (exhaustive matching) up to --colmap-up-to photos, and with every
+photo in one chunk up to --one-chunk-up-to photos (is the merged model as accurate?).
 
     python benchmarks/scale.py --sizes 100 300 1000 --distractors 15 --chunk-size 80
 
@@ -86,11 +87,12 @@ def _accuracy(models: list, root: Path) -> dict:
             "reproj_px": largest.compute_mean_reprojection_error()}
 
 
-def run_ours(root: str, out: str, chunk_size: int) -> dict:
+def run_ours(root: str, out: str, chunk_size: int, fresh: bool = True) -> dict:
     from flows.reconstruct import reconstruct
     from storage.colmap_model import model_dirs, read_model
 
-    shutil.rmtree(out, ignore_errors=True)  # a left-over output would be reused, not timed
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)  # a left-over output would be reused, not timed
     started = time.perf_counter()
     report = reconstruct(str(Path(root) / "images"), out, chunk_size=chunk_size)
     seconds = time.perf_counter() - started
@@ -147,6 +149,8 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=15)
     parser.add_argument("--chunk-size", type=int, default=80)
     parser.add_argument("--colmap-up-to", type=int, default=300, help="run pycolmap at sizes up to this")
+    parser.add_argument("--one-chunk-up-to", type=int, default=300,
+                        help="at sizes up to this, also reconstruct everything as one chunk, to compare with the merge")
     parser.add_argument("--colmap", nargs="*", default=["hierarchical", "global"], help="pycolmap mappers")
     parser.add_argument("--workdir", default="/tmp/landmark-sfm-scale")
     args = parser.parse_args()
@@ -172,6 +176,17 @@ def measure_size(size: int, args, workdir: Path, server: tuple[int, ...]) -> lis
     row, peak = in_child(run_ours, str(root), str(workdir / f"ours-{size}"), args.chunk_size, also_measured=server)
     rows.append({"size": size, "method": "landmark-sfm", **row, "peak_mb": peak})
     print(format_table(rows[-1:]), flush=True)
+    if size <= args.one_chunk_up_to:
+        # The same photos in one chunk: a copy of the chunked output reuses its features and
+        # matches (their keys do not depend on the chunk size), so only the chunks differ.
+        one = workdir / f"ours-{size}-one-chunk"
+        shutil.rmtree(one, ignore_errors=True)
+        shutil.copytree(workdir / f"ours-{size}", one)
+        row, peak = in_child(run_ours, str(root), str(one), max(size + args.distractors, 8), False,
+                             also_measured=server)
+        rows.append({"size": size, "method": "landmark-sfm one chunk (features, matches reused)", **row,
+                     "peak_mb": peak})
+        print(format_table(rows[-1:]), flush=True)
     if size <= args.colmap_up_to and args.colmap:
         results, peak = in_child(run_colmap, str(root), str(workdir / f"colmap-{size}"), tuple(args.colmap))
         for mapper, row in results.items():

@@ -11,19 +11,21 @@ import pycolmap
 from flows.checkpointing import stage_task
 from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings
-from flows.stage_io import fresh, initial_cameras, stage_logger, usable_rows
+from flows.stage_io import fresh, gray_tensor, initial_cameras, keypoint_shape, make_refiner, stage_logger, usable_rows
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings, refine
 from sfm_core.calibration import calibrate_focal_lengths, relative_poses
 from sfm_core.chunking import Chunk
 from sfm_core.initialization import initialize_poses, pose_graph_components
 from sfm_core.model import clear_points, new_reconstruction, point_of_track_map, with_image_ids
-from sfm_core.tracks import tracks_from_pairs
+from sfm_core.track_refinement import refine_tracks
+from sfm_core.tracks import tracked_keypoints, tracks_from_pairs
 from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
 from sfm_core.verification import VerifiedPair
 from storage.colmap_model import model_dirs, read_model, write_model
 from storage.feature_store import FeatureStore
+from storage.images import load_image
 from storage.pair_table import read_pairs
-from storage.track_store import read_tracks, write_tracks
+from storage.track_store import has_tracks, read_tracks, write_tracks
 
 
 @dataclass
@@ -36,25 +38,47 @@ class ChunkInputs:
 
 
 def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkInputs:
+    """The chunk's inputs; where its tracks are written already, the keypoints of their
+    observations stand at the tracks' (refined) positions."""
     rows = usable_rows(layout)
     cameras, camera_of_frame = initial_cameras(rows, settings)
     chunk_rows = [rows[f] for f in chunk.frames]
     store = FeatureStore(str(layout.features))
+    keypoints = [store.read_keypoints(r.sha256) for r in chunk_rows]
+    if has_tracks(str(layout.tracks), chunk_name(chunk)):
+        keypoints = tracked_keypoints(keypoints, read_tracks(str(layout.tracks), chunk_name(chunk))[1])
     return ChunkInputs(chunk_rows, read_pairs(str(layout.pairs), [r.image_id for r in chunk_rows]),
-                       [store.read_keypoints(r.sha256) for r in chunk_rows], cameras,
-                       [camera_of_frame[f] for f in chunk.frames])
+                       keypoints, cameras, [camera_of_frame[f] for f in chunk.frames])
 
 
-@stage_task("tracks", run_name="tracks-chunk-{chunk.index}")
-def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
-    inputs = load_chunk(layout, settings, chunk)
-    tracks = tracks_from_pairs(inputs.keypoints, inputs.pairs)
-    write_tracks(str(layout.tracks), chunk_name(chunk), np.array([r.image_id for r in inputs.rows]), tracks)
-    lengths = tracks.visibility.sum(axis=0)
+@stage_task("tracks", ("track_refinement",), run_name="tracks-chunk-{chunk.index}")
+def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk, storage_options: dict | None = None) -> dict:
+    """The chunk's verified matches joined into tracks, then refined from their query frames
+    (settings.track_refinement: "correlation", or "none")."""
+    rows = [usable_rows(layout)[f] for f in chunk.frames]
+    store = FeatureStore(str(layout.features))
+    features = [store.read(r.sha256) for r in rows]
+    tracks = tracks_from_pairs([f.keypoints for f in features], read_pairs(str(layout.pairs), [r.image_id for r in rows]))
+    coarse = tracks.xy
+    if settings.track_refinement != "none":
+        images = [load_image(r.uri, settings.max_image_size, storage_options) for r in rows]
+        tracks = refine_tracks(tracks, [gray_tensor(image.pixels) for image in images],
+                               [image.scale_xy for image in images], keypoint_shape(tracks, features),
+                               make_refiner(settings))
+    write_tracks(str(layout.tracks), chunk_name(chunk), np.array([r.image_id for r in rows]), tracks)
+    observed = tracks.visibility
+    lengths = observed.sum(axis=0)
     mean_length = float(lengths.mean()) if lengths.size else 0.0
-    stage_logger().info("tracks %s: %d tracks over %d images (mean length %.2f)", chunk_name(chunk),
-                        tracks.keypoint_index.shape[1], len(inputs.rows), mean_length)
-    return {"tracks": int(tracks.keypoint_index.shape[1]), "mean_track_length": round(mean_length, 3)}
+    moved = np.linalg.norm(tracks.xy - coarse, axis=-1)[observed]
+    confidence = tracks.confidence[observed].astype(np.float64)
+    stage_logger().info("tracks %s: %d tracks over %d images (mean length %.2f); %s refinement moved %d of %d "
+                        "observations (median %.2f px), mean confidence %.2f", chunk_name(chunk),
+                        tracks.keypoint_index.shape[1], len(rows), mean_length, settings.track_refinement,
+                        int((moved > 0).sum()), int(observed.sum()), float(np.median(moved)) if moved.size else 0.0,
+                        float(confidence.mean()) if confidence.size else 0.0)
+    return {"tracks": int(tracks.keypoint_index.shape[1]), "mean_track_length": round(mean_length, 3),
+            "observations_moved": int((moved > 0).sum()),
+            "mean_confidence": round(float(confidence.mean()), 3) if confidence.size else 0.0}
 
 
 def _keypoint_index(layout: OutputLayout, chunk: Chunk) -> np.ndarray:

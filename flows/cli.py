@@ -17,7 +17,10 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                         help="COLMAP camera model (default %(default)s)")
     parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres", "theseus"],
                         help="bundle adjustment solver (default %(default)s)")
-    parser.add_argument("--device", default=DEFAULTS.device, help="torch device for matching (default %(default)s)")
+    parser.add_argument("--device", default=DEFAULTS.device,
+                        help="torch device of retrieval, matching and track refinement (default %(default)s)")
+    parser.add_argument("--track-refinement", default=DEFAULTS.track_refinement, choices=["correlation", "none"],
+                        help="how tracks are refined to sub-pixel from their query frames (default %(default)s)")
     parser.add_argument("--chunk-size", type=_chunk_size, default=DEFAULTS.chunk_size,
                         help="most images reconstructed together; larger collections are cut into "
                              "overlapping chunks and merged (default %(default)s)")
@@ -29,7 +32,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 def _flow_kwargs(args) -> dict:
     return {"max_image_size": args.max_image_size, "max_features": args.max_features,
             "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
-            "chunk_size": args.chunk_size, "dask_address": args.dask_address}
+            "chunk_size": args.chunk_size, "dask_address": args.dask_address,
+            "track_refinement": args.track_refinement}
 
 
 def _chunk_size(text: str) -> int:

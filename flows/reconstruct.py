@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from flows.artifacts import StageProgress, publish_run_artifacts
 from flows.checkpointing import report_of, results_storage, run_stage
-from flows.chunk_tasks import CHUNK_STAGES
+from flows.chunk_tasks import CHUNK_STAGES, make_tracks
 from flows.dispatch import chunk_task_runner, gpu_annotation
 from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings, chunk_overlap_for
@@ -35,13 +36,14 @@ STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "tr
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096,
                 camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
-                storage_options: dict | None = None) -> dict:
+                track_refinement: str = "correlation", storage_options: dict | None = None) -> dict:
     """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
     (a folder or a URI; see README: what it writes). Chunks of at most `chunk_size` images run
     on the Dask scheduler at `dask_address`, or on a local cluster."""
     settings = Settings(max_image_size=max_image_size, max_features=max_features,
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
-                        chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size))
+                        chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
+                        track_refinement=track_refinement)
     if is_local(source):
         source = str(Path(local_path(source)).resolve())
     if is_local(out):
@@ -55,7 +57,8 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
 
 
 @flow(name="reconstruct-chunks")
-def reconstruct_chunks(layout: OutputLayout, settings: Settings, upstream: dict, chunks: list[Chunk]) -> dict:
+def reconstruct_chunks(layout: OutputLayout, settings: Settings, upstream: dict, chunks: list[Chunk],
+                       storage_options: dict | None = None) -> dict:
     """Each chunk's stages chained as tasks; the chunks run side by side on the task runner.
     Returns {stage: [report of each chunk]}; a chunk that fails is logged and left out."""
     from prefect.context import FlowRunContext
@@ -65,8 +68,9 @@ def reconstruct_chunks(layout: OutputLayout, settings: Settings, upstream: dict,
         for chunk in chunks:
             previous = upstream
             for stage in CHUNK_STAGES:
+                extra = {"storage_options": storage_options} if stage is make_tracks else {}
                 previous = futures[chunk.index, stage.name] = stage.with_options(
-                    result_storage=results_storage(layout)).submit(layout, settings, previous, chunk)
+                    result_storage=results_storage(layout)).submit(layout, settings, previous, chunk, **extra)
     reports = {stage.name: [] for stage in CHUNK_STAGES}
     progress = StageProgress("chunks", len(chunks), unit="chunks")
     for chunk in progress.track(chunks):
@@ -99,7 +103,7 @@ def _run(source: str, root: Path, settings: Settings, dask_address: str | None, 
     upstream = stage("chunking", plan_chunk_groups, upstream)
     chunks = chunk_plan(layout)
     runner = chunk_task_runner(dask_address, len(chunks))
-    per_chunk = reconstruct_chunks.with_options(task_runner=runner)(layout, settings, upstream, chunks)
+    per_chunk = reconstruct_chunks.with_options(task_runner=runner)(layout, settings, upstream, chunks, storage_options)
     for name, reports in per_chunk.items():
         stages[name] = _combined(reports)
     publish()
@@ -132,6 +136,7 @@ def _run_report(source: str, output: str, settings: Settings, stages: dict, seco
     return {
         "source": source,
         "output": output,
+        "flow_run_id": str(flow_run.id),  # the run in the Prefect UI: /runs/flow-run/<id>
         "settings": settings.as_dict(),
         "stages": stages,
         "totals": {

@@ -25,6 +25,7 @@ class Settings:
     exhaustive_below: int = 40  # smaller collections match all pairs
     chunk_size: int = 100  # most images reconstructed together (one GPU's worth)
     chunk_overlap: int = 12  # images neighbouring chunks share, to align them
+    track_refinement: str = "correlation"  # "correlation" (patches from the query frame) or "none"
     camera_model: str = "SIMPLE_RADIAL"
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of the matching: "cpu", "cuda", "cuda:1"
@@ -34,4 +35,6 @@ class Settings:
 
     def feature_settings(self) -> dict:
         """What a stored feature set depends on."""
-        return {"max_image_size": self.max_image_size, "max_features": self.max_features, "extractor": "sift"}
+        # "sift-oriented": stores written before orientations were kept are extracted again.
+        return {"max_image_size": self.max_image_size, "max_features": self.max_features,
+                "extractor": "sift-oriented"}

@@ -1,7 +1,11 @@
-"""What the stages share: the run's logger, the usable photos, their cameras, fresh folders."""
+"""What the stages share: the run's logger, the usable photos, their cameras, fresh folders,
+and what track refinement needs from them."""
 import logging
 import shutil
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
@@ -9,6 +13,9 @@ from prefect.exceptions import MissingContextError
 from flows.layout import OutputLayout
 from flows.settings import Settings
 from sfm_core.cameras import cameras_for_images
+from sfm_core.features import Features
+from sfm_core.track_refinement import CorrelationRefiner, KeypointShape, PatchRefiner
+from sfm_core.tracks import Tracks
 from storage.manifest import read_manifest
 
 
@@ -36,3 +43,26 @@ def fresh(folder: Path) -> Path:
     """Empty a stage's model folder: a re-run with fewer groups must not leave old ones behind."""
     shutil.rmtree(folder, ignore_errors=True)
     return folder
+
+
+def gray_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (H, W) float32 in [0, 1], as the track refiners read images."""
+    return torch.from_numpy(rgb.astype(np.float32).mean(axis=2) / 255.0)
+
+
+def keypoint_shape(tracks: Tracks, features: list[Features]) -> KeypointShape:
+    """SIFT scale and orientation of every track observation (NaN where not visible)."""
+    scale = np.full(tracks.visibility.shape, np.nan, np.float32)
+    orientation = np.full(tracks.visibility.shape, np.nan, np.float32)
+    for frame, frame_features in enumerate(features):
+        visible = tracks.visibility[frame]
+        index = tracks.keypoint_index[frame, visible]
+        scale[frame, visible] = frame_features.scales[index]
+        orientation[frame, visible] = frame_features.orientations[index]
+    return KeypointShape(scale, orientation)
+
+
+def make_refiner(settings: Settings) -> PatchRefiner:
+    if settings.track_refinement == "correlation":
+        return CorrelationRefiner()
+    raise ValueError(f"unknown track refinement {settings.track_refinement!r}")

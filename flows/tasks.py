@@ -80,8 +80,7 @@ def extract_features(layout: OutputLayout, settings: Settings, storage_options: 
             if isinstance(result, str):
                 # The probe passed but the full decode did not: go on without this photo.
                 logger.warning("no features for %s: %s", row.name, result)
-                result, failed = Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
-                                          np.zeros((0, 128), np.uint8)), failed + 1
+                result, failed = Features.empty(), failed + 1
             store.write(row.sha256, result, stored)
     logger.info("features: %d images computed, %d reused, %d unreadable", len(todo), len(rows) - len(todo), failed)
     return {"computed": len(todo), "reused": len(rows) - len(todo), "unreadable": failed}

@@ -15,6 +15,12 @@ class Features:
     keypoints: np.ndarray  # (N, 2) float32, full-resolution COLMAP pixel coordinates
     scales: np.ndarray  # (N,) float32, SIFT scale in full-resolution pixels
     descriptors: np.ndarray  # (N, 128) uint8, RootSIFT-normalised as COLMAP stores them
+    orientations: np.ndarray  # (N,) float32, SIFT orientation in radians (image axes: x right, y down)
+
+    @staticmethod
+    def empty() -> "Features":
+        return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.uint8),
+                        np.zeros(0, np.float32))
 
 
 class SiftExtractor:
@@ -45,4 +51,5 @@ class SiftExtractor:
             keypoints=(matrix[:, :2] * np.array([sx, sy], np.float32)).astype(np.float32),
             scales=(matrix[:, 2] * (sx + sy) / 2).astype(np.float32),
             descriptors=descriptors,
+            orientations=matrix[:, 3].astype(np.float32),
         )

@@ -109,3 +109,15 @@ def tracks_from_pairs(keypoints: list[np.ndarray], pairs: list[VerifiedPair]) ->
     xy, visibility = track_xy(keypoint_index, keypoints)
     confidence, query_frame = track_support(keypoint_index, num_keypoints, pairs)
     return Tracks(keypoint_index, xy, visibility, confidence, query_frame)
+
+
+def tracked_keypoints(keypoints: list[np.ndarray], tracks: Tracks) -> list[np.ndarray]:
+    """Copies of each frame's keypoints (K_f, 2) with those in a track moved to the track's
+    position there (tracks.xy, refined): the observations the geometry stages then use."""
+    moved = []
+    for frame, points in enumerate(keypoints):
+        points = np.array(points, dtype=np.float32, copy=True)
+        visible = tracks.visibility[frame]
+        points[tracks.keypoint_index[frame, visible]] = tracks.xy[frame, visible]
+        moved.append(points)
+    return moved

@@ -30,3 +30,11 @@ def read_tracks(path: str, group_name: str) -> tuple[np.ndarray, Tracks]:
     group = zarr.open_group(path, mode="r")[group_name]
     return group["image_ids"][:], Tracks(*(group[name][:] for name in
                                           ("keypoint_index", "xy", "visibility", "confidence", "query_frame")))
+
+
+def has_tracks(path: str, group_name: str) -> bool:
+    """Whether the group was written completely."""
+    try:
+        return bool(zarr.open_group(path, mode="r")[group_name].attrs.get("complete", False))
+    except (FileNotFoundError, KeyError):
+        return False

@@ -50,6 +50,14 @@ def test_rerun_reuses_and_new_photos_cost_only_their_features(scene, tmp_path, p
 
     again = reconstruct(str(collection), str(out))
     assert [s for s in STAGES if again["stages"][s]["status"] != "reused"] == []
+    # Prefect's own cache answered with the same keys: the UI shows the stages as Cached.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[again["flow_run_id"]])))
+    states = {run.name: run.state.name for run in runs}
+    assert {name: states.get(name) for name in ("ingest", "features", "matching", "chunking", "merge", "export")} \
+        == dict.fromkeys(("ingest", "features", "matching", "chunking", "merge", "export"), "Cached")
     assert again["totals"]["registered"] == first["totals"]["registered"] == 20
 
     for path in sorted((scene / "images").iterdir())[20:]:

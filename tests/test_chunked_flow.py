@@ -21,7 +21,7 @@ from storage.colmap_model import evaluate_model_dirs, model_dirs
 # The plugin below travels to the Dask workers by value: they cannot import the tests.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-SCENE, DISTRACTORS, CHUNK_SIZE = 20, 3, 10
+SCENE, DISTRACTORS, CHUNK_SIZE = 30, 3, 16
 PER_CHUNK = ("tracks", "cameras", "triangulation", "bundle-adjustment")
 
 
@@ -34,7 +34,7 @@ def collection(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def chunked_run(collection, tmp_path_factory, prefect_api):
-    """The collection reconstructed in chunks of 10 on the flow's own local Dask cluster."""
+    """The collection reconstructed in chunks of at most 16 on the flow's own local Dask cluster."""
     out = tmp_path_factory.mktemp("chunked")
     return out, reconstruct(str(collection / "images"), str(out), chunk_size=CHUNK_SIZE)
 

@@ -221,7 +221,25 @@ def test_sift_keeps_at_most_max_features_largest_first():
     index = {tuple(k): i for i, k in enumerate(everything.keypoints)}
     rows = [index[tuple(k)] for k in limited.keypoints]
     np.testing.assert_array_equal(limited.descriptors, everything.descriptors[rows])
+    np.testing.assert_array_equal(limited.orientations, everything.orientations[rows])
     assert len(SiftExtractor(500)(rgb, (1.0, 1.0)).keypoints) <= 500
+
+
+def test_sift_orientation_turns_with_the_image():
+    """The convention track refinement relies on: turning the picture by -90 degrees in image
+    axes (x right, y down; np.rot90, counter-clockwise on screen) turns every keypoint's
+    orientation by -90 degrees."""
+    import skimage.data
+    from sfm_core.features import SiftExtractor
+
+    rgb = skimage.data.astronaut()
+    extractor = SiftExtractor(1000)
+    upright, turned = extractor(rgb, (1.0, 1.0)), extractor(np.ascontiguousarray(np.rot90(rgb)), (1.0, 1.0))
+    matches = match_mutual_nearest(normalise_descriptors(upright.descriptors), normalise_descriptors(turned.descriptors))
+    assert len(matches) > 200
+    change = turned.orientations[matches[:, 1]] - upright.orientations[matches[:, 0]]
+    change = np.degrees(np.angle(np.exp(1j * change)))
+    assert np.median(np.abs(change + 90)) < 2
 
 
 def test_support_of_a_chain_and_a_clique():

@@ -28,11 +28,12 @@ def random_features(rng, n: int) -> Features:
         keypoints=rng.uniform(0, 1000, (n, 2)).astype(np.float32),
         scales=rng.uniform(1, 10, n).astype(np.float32),
         descriptors=rng.integers(0, 256, (n, 128)).astype(np.uint8),
+        orientations=rng.uniform(-np.pi, np.pi, n).astype(np.float32),
     )
 
 
 def assert_features_equal(a: Features, b: Features) -> None:
-    for name in ("keypoints", "scales", "descriptors"):
+    for name in ("keypoints", "scales", "descriptors", "orientations"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape, name
         np.testing.assert_array_equal(x, y, err_msg=name)

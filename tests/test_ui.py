@@ -167,7 +167,7 @@ def test_run_artifacts_are_published(finished_run):
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
     by_key = {a.key: a for a in artifacts if a.key}
     key = lambda what: artifact_key(out, what)  # noqa: E731
-    assert {key(w) for w in ("summary", "images", "left-out", "pairs", "models", "stages")} <= set(by_key)
+    assert {key(w) for w in ("summary", "images", "left-out", "pairs", "chunks", "models", "stages")} <= set(by_key)
     summary = by_key[key("summary")]
     assert summary.type == "markdown" and "data:image/png;base64," in summary.data
     assert f"9 photos in, 1 left out, {report['totals']['registered']} registered" in summary.description
@@ -179,6 +179,10 @@ def test_run_artifacts_are_published(finished_run):
     assert len(pairs) == report["stages"]["matching"]["pairs_verified"] > 0
     stages = json.loads(by_key[key("stages")].data)
     assert [row["stage"] for row in stages] == list(report["stages"])
+    chunks = json.loads(by_key[key("chunks")].data)
+    assert [(row["chunk"], row["images"], row["status"]) for row in chunks] == [
+        ("chunk-0", report["stages"]["chunking"]["chunk_sizes"][0], "done")]
+    assert chunks[0]["registered"] == report["totals"]["registered"] and chunks[0]["points"] > 0
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make setup installs it as root: "
