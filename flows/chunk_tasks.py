@@ -51,10 +51,10 @@ def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkI
                        keypoints, cameras, [camera_of_frame[f] for f in chunk.frames])
 
 
-@stage_task("tracks", ("track_refinement",), run_name="tracks-chunk-{chunk.index}")
+@stage_task("tracks", ("track_refinement", "refiner_sha256"), run_name="tracks-chunk-{chunk.index}")
 def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk, storage_options: dict | None = None) -> dict:
     """The chunk's verified matches joined into tracks, then refined from their query frames
-    (settings.track_refinement: "correlation", or "none")."""
+    (settings.track_refinement: "correlation", "learned" or "none")."""
     rows = [usable_rows(layout)[f] for f in chunk.frames]
     store = FeatureStore(str(layout.features))
     features = [store.read(r.sha256) for r in rows]

@@ -21,6 +21,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                         help="torch device of retrieval, matching and track refinement (default %(default)s)")
     parser.add_argument("--track-refinement", default=DEFAULTS.track_refinement, choices=["correlation", "none"],
                         help="how tracks are refined to sub-pixel from their query frames (default %(default)s)")
+    parser.add_argument("--refiner-weights", default=None, metavar="PATH",
+                        help="refine tracks with the learned refiner of these weights (from `landmark-sfm train`)")
     parser.add_argument("--chunk-size", type=_chunk_size, default=DEFAULTS.chunk_size,
                         help="most images reconstructed together; larger collections are cut into "
                              "overlapping chunks and merged (default %(default)s)")
@@ -33,7 +35,7 @@ def _flow_kwargs(args) -> dict:
     return {"max_image_size": args.max_image_size, "max_features": args.max_features,
             "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
-            "track_refinement": args.track_refinement}
+            "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights}
 
 
 def _chunk_size(text: str) -> int:
@@ -91,6 +93,13 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from flows.train import train_refiner
+    train_refiner(args.out, args.offset_steps, args.end_to_end_steps, resume=args.resume, seed=args.seed)
+    print(f"weights: {args.out}")
+    return 0
+
+
 def format_summary(report: dict, accuracy: dict | None = None) -> str:
     totals = report["totals"]
     lines = [
@@ -145,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--distractors", type=int, default=0, help="photos of something else (default 0)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=cmd_synth)
+
+    train = commands.add_parser("train", help="train the learned track refiner (about 25 minutes on 2 cores)")
+    train.add_argument("--out", required=True, help="weights file to write (a checkpoint goes to <out>.partial)")
+    train.add_argument("--offset-steps", type=int, default=1800, help="steps on warped photographs (default %(default)s)")
+    train.add_argument("--end-to-end-steps", type=int, default=300,
+                       help="steps through bundle adjustment of rendered scenes (default %(default)s)")
+    train.add_argument("--resume", action="store_true", help="continue from <out>.partial")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=cmd_train)
     return parser
 
 
@@ -154,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     from storage.sources import SourceError
     from storage.uris import StorageError
     from flows.tasks import NoUsableImages
+    from storage.refiner_weights import WeightsError
     try:
         return args.handler(args)
-    except (SourceError, StorageError, NoUsableImages, FileNotFoundError, ImageReadError) as error:
+    except (SourceError, StorageError, NoUsableImages, FileNotFoundError, ImageReadError, WeightsError) as error:
         print(f"landmark-sfm: error: {error}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,8 @@ from prefect.client.orchestration import get_client
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
+from flows.environment import DEFAULTS as ENVIRONMENT_DEFAULTS
+
 
 def chunk_task_runner(dask_address: str | None, num_chunks: int):
     if dask_address:
@@ -27,7 +29,9 @@ def chunk_task_runner(dask_address: str | None, num_chunks: int):
         workers = max(1, min(num_chunks, os.cpu_count() or 1))
         # The workers report their task runs to this process's Prefect API: without
         # PREFECT_API_URL each would start a temporary server of its own.
-        env = {"PREFECT_API_URL": str(get_client(sync_client=True).api_url).rstrip("/")}
+        # They also take this project's environment defaults (quiet COLMAP logs, no analytics).
+        env = {**{key: os.environ[key] for key in ENVIRONMENT_DEFAULTS if key in os.environ},
+               "PREFECT_API_URL": str(get_client(sync_client=True).api_url).rstrip("/")}
         logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's chatter, not ours
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None, "env": env})

@@ -22,6 +22,7 @@ from flows.stage_io import stage_logger
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
 from sfm_core.chunking import Chunk
 from storage.atomic import atomic_path
+from storage.refiner_weights import file_sha256, load_weights
 from storage.checkpoints import make_key
 from storage.sources import listing_fingerprint
 from storage.stage_table import write_stage_table
@@ -36,14 +37,21 @@ STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "tr
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096,
                 camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
-                track_refinement: str = "correlation", storage_options: dict | None = None) -> dict:
+                track_refinement: str = "correlation", refiner_weights: str | None = None,
+                storage_options: dict | None = None) -> dict:
     """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
     (a folder or a URI; see README: what it writes). Chunks of at most `chunk_size` images run
-    on the Dask scheduler at `dask_address`, or on a local cluster."""
+    on the Dask scheduler at `dask_address`, or on a local cluster. `refiner_weights` (a file
+    of `landmark-sfm train`) refines the tracks with the learned refiner instead of
+    `track_refinement`."""
+    if refiner_weights:
+        load_weights(refiner_weights)  # a bad file fails here, in one line, not in every chunk
     settings = Settings(max_image_size=max_image_size, max_features=max_features,
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
                         chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
-                        track_refinement=track_refinement)
+                        track_refinement="learned" if refiner_weights else track_refinement,
+                        refiner_weights=refiner_weights and str(Path(refiner_weights).resolve()),
+                        refiner_sha256=refiner_weights and file_sha256(refiner_weights))
     if is_local(source):
         source = str(Path(local_path(source)).resolve())
     if is_local(out):

@@ -25,7 +25,9 @@ class Settings:
     exhaustive_below: int = 40  # smaller collections match all pairs
     chunk_size: int = 100  # most images reconstructed together (one GPU's worth)
     chunk_overlap: int = 12  # images neighbouring chunks share, to align them
-    track_refinement: str = "correlation"  # "correlation" (patches from the query frame) or "none"
+    track_refinement: str = "correlation"  # "correlation" (patches from the query frame), "learned" or "none"
+    refiner_weights: str | None = None  # the learned refiner's weights file ("learned")
+    refiner_sha256: str | None = None  # its content, for the checkpoint keys
     camera_model: str = "SIMPLE_RADIAL"
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of the matching: "cpu", "cuda", "cuda:1"

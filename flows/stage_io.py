@@ -17,6 +17,7 @@ from sfm_core.features import Features
 from sfm_core.track_refinement import CorrelationRefiner, KeypointShape, PatchRefiner
 from sfm_core.tracks import Tracks
 from storage.manifest import read_manifest
+from storage.refiner_weights import load_weights
 
 
 def stage_logger():
@@ -65,4 +66,6 @@ def keypoint_shape(tracks: Tracks, features: list[Features]) -> KeypointShape:
 def make_refiner(settings: Settings) -> PatchRefiner:
     if settings.track_refinement == "correlation":
         return CorrelationRefiner()
+    if settings.track_refinement == "learned":
+        return load_weights(settings.refiner_weights)
     raise ValueError(f"unknown track refinement {settings.track_refinement!r}")

@@ -20,6 +20,7 @@ class BundleAdjustmentSettings:
     refine_extra_params: bool = True  # the radial term of SIMPLE_RADIAL
     robust_loss_scale_px: float = 1.0
     max_iterations: int = 100
+    function_tolerance: float = 1e-6  # stop when an iteration lowers the cost by less, relatively
 
 
 class BundleAdjuster(Protocol):
@@ -41,6 +42,10 @@ class CeresBundleAdjuster:
         options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
         options.ceres.loss_function_scale = settings.robust_loss_scale_px
         options.ceres.solver_options.max_num_iterations = settings.max_iterations
+        # Ceres's own defaults (pycolmap sets 0, which runs every iteration to the cap: 3x the
+        # time for the same final cost on an 80-image chunk).
+        options.ceres.solver_options.function_tolerance = settings.function_tolerance
+        options.ceres.solver_options.parameter_tolerance = 1e-8
         # Global positioning leaves the scene at an arbitrary, often tiny, scale; at such a
         # scale Ceres's tolerances let a free focal length collapse all points onto the
         # cameras. A normalised scene (extent 10) keeps the problem well conditioned.

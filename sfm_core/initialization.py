@@ -47,6 +47,9 @@ def initialize_poses(rec: pycolmap.Reconstruction, pairs: list[VerifiedPair],
 
     rotation_options = pycolmap.RotationEstimatorOptions()
     rotation_options.random_seed = seed
+    # A pair of 200 inliers says more than one of 20: weak pairs of a weakly seen image can
+    # outvote its one strong pair under uniform weights (seen on ETH3D pipes).
+    rotation_options.reweighting = pycolmap.RotationAveragingReweighting.INLIER_MATCH_COUNT
     if not pycolmap.run_rotation_averaging(rotation_options, pose_graph, rec, []):
         return False
 

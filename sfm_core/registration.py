@@ -9,20 +9,22 @@ import numpy as np
 import pycolmap
 
 
-def _support(rec: pycolmap.Reconstruction, image: pycolmap.Image, max_error_px: float) -> int:
-    """Observations of `image` that reproject within max_error_px."""
+def _support(rec: pycolmap.Reconstruction, image: pycolmap.Image, lengths: dict[int, int], max_error_px: float) -> int:
+    """Observations of `image` that reproject within max_error_px, counting only points that
+    two other images see: a wrong pose vouches for the points made of its own rays (a point
+    of two views always fits both), so those cannot speak for it. lengths: {point3D id: track length}."""
     if not image.has_pose:
         return 0
-    camera = rec.cameras[image.camera_id]
-    pose = image.cam_from_world()
-    count = 0
-    for point2D in image.points2D:
-        if point2D.has_point3D():
-            xyz = pose * rec.points3D[point2D.point3D_id].xyz
-            projected = camera.img_from_cam(xyz)
-            if xyz[2] > 0 and projected is not None and np.linalg.norm(projected - point2D.xy) < max_error_px:
-                count += 1
-    return count
+    observed = [p for p in image.get_observation_points2D() if lengths[p.point3D_id] - 1 >= 2]
+    if not observed:
+        return 0
+    xyz = image.cam_from_world() * np.array([rec.points3D[p.point3D_id].xyz for p in observed])
+    in_front = xyz[:, 2] > 0
+    if not in_front.any():
+        return 0
+    projected = rec.cameras[image.camera_id].img_from_cam(xyz[in_front])
+    keypoints = np.array([p.xy for p in observed])[in_front]
+    return int((np.linalg.norm(projected - keypoints, axis=1) < max_error_px).sum())
 
 
 def register_images(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_track: dict[int, int],
@@ -37,24 +39,29 @@ def register_images(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, po
     options.ransac.max_error = max_error_px
     options.ransac.random_seed = 0
     changed = []
+    lengths = {point_id: point.track.length() for point_id, point in rec.points3D.items()}
     for frame in frames:
         image = rec.image(frame + 1)
-        # Re-posing an earlier image can delete points (tracks left with one observation).
-        tracks = [t for t in np.nonzero(keypoint_index[frame] >= 0)[0]
-                  if t in point_of_track and rec.exists_point3D(point_of_track[t])]
+        observed = {p.point3D_id for p in image.get_observation_points2D()}
         points2D, points3D = [], []
-        for track in tracks:
-            point = rec.points3D[point_of_track[track]]
-            if sum(e.image_id != image.image_id for e in point.track.elements) >= 2:
+        for track in np.nonzero(keypoint_index[frame] >= 0)[0]:
+            point_id = point_of_track.get(int(track))
+            # Re-posing an earlier image can delete points (tracks left with one observation).
+            if point_id is None or point_id not in lengths or not rec.exists_point3D(point_id):
+                continue
+            if lengths[point_id] - (point_id in observed) >= 2:
                 points2D.append(image.points2D[int(keypoint_index[frame, track])].xy)
-                points3D.append(point.xyz)
+                points3D.append(rec.points3D[point_id].xyz)
         if len(points2D) < min_inliers:
             continue
+        support = _support(rec, image, lengths, max_error_px)
+        if support >= 0.8 * len(points2D):
+            continue  # most of the points that vouch for it fit the pose it has: PnP cannot beat it
         result = pycolmap.estimate_and_refine_absolute_pose(
             np.array(points2D), np.array(points3D), rec.cameras[image.camera_id], options)
         if result is None or result["num_inliers"] < min_inliers:
             continue
-        if result["num_inliers"] <= 1.25 * _support(rec, image, max_error_px) + 10:
+        if result["num_inliers"] <= 1.25 * support + 10:
             continue
         for index, point2D in enumerate(image.points2D):
             if point2D.has_point3D():
@@ -64,6 +71,7 @@ def register_images(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, po
         if not registered:
             rec.register_frame(image.frame_id)
         changed.append(frame)
+        lengths = {point_id: point.track.length() for point_id, point in rec.points3D.items()}
     return changed
 
 

@@ -61,17 +61,18 @@ class CorrelationRefiner:
 def correlation(query: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """NCC of query (M, P, P) at every placement in window (M, W, W): (M, K, K), K = W - P + 1.
 
-    A flat patch (no texture) correlates 0 everywhere.
+    A flat patch (no texture) correlates 0 everywhere. As one grouped convolution (a sample
+    per group): the query's mean is zero after centring, so the placements' means drop out of
+    the numerator and only their spread is needed, from two average poolings.
     """
     m, p = query.shape[0], query.shape[-1]
-    k = window.shape[-1] - p + 1
-    patches = torch.nn.functional.unfold(window[:, None], p)  # (M, P*P, K*K)
-    patches = patches - patches.mean(dim=1, keepdim=True)
-    patches = patches / patches.norm(dim=1, keepdim=True).clamp_min(1e-6)
-    q = query.reshape(m, -1)
-    q = q - q.mean(dim=1, keepdim=True)
-    q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-6)
-    return torch.einsum("mp,mpk->mk", q, patches).reshape(m, k, k)
+    q = query - query.mean(dim=(1, 2), keepdim=True)
+    q = q / q.flatten(1).norm(dim=1)[:, None, None].clamp_min(1e-6)
+    products = torch.nn.functional.conv2d(window[None], q[:, None], groups=m)[0]  # (M, K, K)
+    mean = torch.nn.functional.avg_pool2d(window[:, None], p, stride=1)[:, 0]
+    mean_square = torch.nn.functional.avg_pool2d(window[:, None] ** 2, p, stride=1)[:, 0]
+    spread = (p * p * (mean_square - mean * mean)).clamp_min(0).sqrt()
+    return torch.where(spread > 1e-6, products / spread.clamp_min(1e-6), torch.zeros_like(products))
 
 
 def peak_offset(scores: torch.Tensor) -> torch.Tensor:
@@ -104,10 +105,11 @@ def sample_patches(image: torch.Tensor, centres: torch.Tensor, frames: torch.Ten
     height, width = image.shape
     steps = torch.arange(-radius, radius + 1, dtype=centres.dtype, device=centres.device)
     grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
-    offsets = torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)  # (S, 2) x, y
-    points = centres[:, None, :] + torch.einsum("mij,sj->msi", frames, offsets)  # (M, S, 2)
+    dx, dy = grid_x.reshape(1, -1), grid_y.reshape(1, -1)  # (1, S) patch offsets
+    x = centres[:, 0:1] + frames[:, 0, 0:1] * dx + frames[:, 0, 1:2] * dy  # (M, S) image points
+    y = centres[:, 1:2] + frames[:, 1, 0:1] * dx + frames[:, 1, 1:2] * dy
     # grid_sample, align_corners=False: -1 and 1 are the outer edges, as COLMAP's 0 and W.
-    normalised = torch.stack([2 * points[..., 0] / width - 1, 2 * points[..., 1] / height - 1], dim=-1)
+    normalised = torch.stack([2 * x / width - 1, 2 * y / height - 1], dim=-1)
     sampled = torch.nn.functional.grid_sample(image[None, None], normalised[None], mode="bilinear",
                                               padding_mode="border", align_corners=False)
     return sampled[0, 0].reshape(len(centres), 2 * radius + 1, 2 * radius + 1)
@@ -132,8 +134,9 @@ def refine_tracks(tracks: Tracks, images: list[torch.Tensor], scale_xy: list[tup
     bias. The query frame's own observations stay, with confidence 1. Returns new Tracks: xy
     refined, confidence the last pass's (the query frame's 1), the rest unchanged.
     """
-    for _ in range(passes):
-        tracks = _refine_once(tracks, images, scale_xy, shape, refiner, min_confidence, batch)
+    with torch.no_grad():
+        for _ in range(passes):
+            tracks = _refine_once(tracks, images, scale_xy, shape, refiner, min_confidence, batch)
     return tracks
 
 

@@ -42,3 +42,19 @@ def test_demo_reconstructs_its_own_scene(tmp_path, prefect_api):
     assert "registered: 30 of 30" in summary
     assert accuracy["registered"] == 30 and accuracy["auc@5"] >= 0.95
     assert report["totals"]["mean_reprojection_error_px"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, truth", [("british_museum", "reference"), ("fountain_p11", "gt")])
+def test_theseus_reaches_the_answer_of_ceres(name, truth, tmp_path, prefect_api):
+    import shutil
+    data = shared_set(name)
+    ceres = reconstruct(str(data / "images"), str(tmp_path / "ceres"))
+    # The same features, matches, tracks and initial cameras: only the bundle adjustment differs.
+    shutil.copytree(tmp_path / "ceres", tmp_path / "theseus")
+    theseus = reconstruct(str(data / "images"), str(tmp_path / "theseus"), bundle_adjuster="theseus")
+    assert theseus["stages"]["cameras"]["status"] == "reused" and theseus["stages"]["bundle-adjustment"]["status"] == "ran"
+    errors = [run["totals"]["mean_reprojection_error_px"] for run in (ceres, theseus)]
+    assert errors[1] == pytest.approx(errors[0], rel=0.01)
+    auc = [evaluate_model_dirs(tmp_path / solver / "sparse" / "0", data / truth)["auc@5"] for solver in ("ceres", "theseus")]
+    assert auc[1] == pytest.approx(auc[0], abs=0.02)
