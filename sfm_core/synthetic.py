@@ -322,22 +322,33 @@ def ring_cameras(
     hfovs = np.broadcast_to(np.asarray(hfov_deg, float), (n_cameras,))
     if len(sizes) != n_cameras:
         raise ValueError("need one image size per camera")
-    b = landmark.building
-    size = max(b.hi[:2] - b.lo[:2])
-    centre = np.array([*(b.lo[:2] + b.hi[:2]) / 2, 0.4 * b.hi[2]])
+    centre, size = _aim(landmark)
     full = arc_deg >= 360.0
     step = np.radians(arc_deg) / (n_cameras if full else max(n_cameras - 1, 1))
     azimuth = rng.uniform(0, 2 * np.pi) + step * (np.arange(n_cameras) + rng.uniform(-0.2, 0.2, n_cameras))
     dist = size * _smooth_random(rng, n_cameras, *distance_factor)
     height = _smooth_random(rng, n_cameras, *height_range)
+    return _place_cameras(centre, azimuth, dist, height, hfovs, sizes, target_jitter, rng)
+
+
+def _aim(landmark: Landmark) -> tuple[np.ndarray, float]:
+    """The point cameras look at (the building's centre, 40 % up) and the building's horizontal size."""
+    b = landmark.building
+    return np.array([*(b.lo[:2] + b.hi[:2]) / 2, 0.4 * b.hi[2]]), float(max(b.hi[:2] - b.lo[:2]))
+
+
+def _place_cameras(centre: np.ndarray, azimuth, distance, height, hfov_deg, sizes, target_jitter: float,
+                   rng: np.random.Generator) -> tuple[list, list]:
+    """(intrinsics, cam_from_world) of cameras at (azimuth, distance, height) around centre,
+    each looking at centre moved by N(0, target_jitter) per axis."""
     intrinsics, poses = [], []
-    for k in range(n_cameras):
+    for k in range(len(sizes)):
         w, h = sizes[k]
-        f = w / 2 / np.tan(np.radians(hfovs[k]) / 2)
+        f = w / 2 / np.tan(np.radians(hfov_deg[k]) / 2)
         intrinsics.append((float(f), float(f), w / 2, h / 2, int(w), int(h)))
-        cam = np.array([centre[0] + dist[k] * np.cos(azimuth[k]),
-                        centre[1] + dist[k] * np.sin(azimuth[k]), height[k]])
-        poses.append(look_at(cam, centre + rng.normal(0.0, target_jitter, 3)))
+        camera = np.array([centre[0] + distance[k] * np.cos(azimuth[k]),
+                           centre[1] + distance[k] * np.sin(azimuth[k]), height[k]])
+        poses.append(look_at(camera, centre + rng.normal(0.0, target_jitter, 3)))
     return intrinsics, poses
 
 
@@ -476,23 +487,13 @@ def collection_cameras(landmark: Landmark, n_cameras: int, seed: int = 0,
     see the module docstring.
     """
     rng = np.random.default_rng(seed)
-    b = landmark.building
-    size = max(b.hi[:2] - b.lo[:2])
-    centre = np.array([*(b.lo[:2] + b.hi[:2]) / 2, 0.4 * b.hi[2]])
+    centre, size = _aim(landmark)
     azimuth = np.sort(rng.uniform(0, 2 * np.pi, n_cameras))
     distance = size * rng.uniform(*spec.distance_factor, n_cameras)
     height = rng.uniform(*spec.height_range, n_cameras)
     hfov = rng.uniform(*spec.hfov_deg, n_cameras)
     sizes = [spec.image_sizes[k] for k in rng.integers(0, len(spec.image_sizes), n_cameras)]
-    intrinsics, poses = [], []
-    for k in range(n_cameras):
-        w, h = sizes[k]
-        f = w / 2 / np.tan(np.radians(hfov[k]) / 2)
-        intrinsics.append((float(f), float(f), w / 2, h / 2, int(w), int(h)))
-        camera = np.array([centre[0] + distance[k] * np.cos(azimuth[k]),
-                           centre[1] + distance[k] * np.sin(azimuth[k]), height[k]])
-        poses.append(look_at(camera, centre + rng.normal(0.0, spec.target_jitter, 3)))
-    return intrinsics, poses
+    return _place_cameras(centre, azimuth, distance, height, hfov, sizes, spec.target_jitter, rng)
 
 
 def render_distractor(size: tuple[int, int], seed: int) -> np.ndarray:
