@@ -11,8 +11,9 @@ import pycolmap
 from flows.checkpointing import stage_task
 from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings
-from flows.stage_io import fresh, gray_tensor, initial_cameras, keypoint_shape, make_refiner, stage_logger, usable_rows
-from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings, refine
+from flows.stage_io import (fresh, gray_tensor, initial_cameras, keypoint_shape, make_refiner, refinement_settings,
+                            stage_logger, usable_rows)
+from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, refine
 from sfm_core.calibration import calibrate_focal_lengths, relative_poses
 from sfm_core.chunking import Chunk
 from sfm_core.initialization import initialize_poses, pose_graph_components
@@ -35,20 +36,22 @@ class ChunkInputs:
     keypoints: list[np.ndarray]  # (K_f, 2) COLMAP pixel coordinates per frame
     cameras: list[pycolmap.Camera]  # the collection's initial cameras (ids shared by all chunks)
     camera_of_frame: list[int]  # index into cameras, per local frame
+    constant_camera_ids: tuple[int, ...]  # cameras of known intrinsics (--intrinsics), held fixed
 
 
 def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkInputs:
     """The chunk's inputs; where its tracks are written already, the keypoints of their
     observations stand at the tracks' (refined) positions."""
     rows = usable_rows(layout)
-    cameras, camera_of_frame = initial_cameras(rows, settings)
+    initial = initial_cameras(rows, settings)
     chunk_rows = [rows[f] for f in chunk.frames]
     store = FeatureStore(str(layout.features))
     keypoints = [store.read_keypoints(r.sha256) for r in chunk_rows]
     if has_tracks(str(layout.tracks), chunk_name(chunk)):
         keypoints = tracked_keypoints(keypoints, read_tracks(str(layout.tracks), chunk_name(chunk))[1])
     return ChunkInputs(chunk_rows, read_pairs(str(layout.pairs), [r.image_id for r in chunk_rows]),
-                       keypoints, cameras, [camera_of_frame[f] for f in chunk.frames])
+                       keypoints, initial.cameras, [initial.camera_of_frame[f] for f in chunk.frames],
+                       initial.constant_ids)
 
 
 @stage_task("tracks", ("track_refinement", "refiner_sha256"), run_name="tracks-chunk-{chunk.index}")
@@ -89,7 +92,7 @@ def _stage_folder(layout: OutputLayout, stage: str, chunk: Chunk):
     return layout.stage_models(stage) / chunk_name(chunk)
 
 
-@stage_task("cameras", ("camera_model",), run_name="cameras-chunk-{chunk.index}")
+@stage_task("cameras", ("camera_model", "intrinsics"), run_name="cameras-chunk-{chunk.index}")
 def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
     """All cameras of each connected group of the chunk posed jointly."""
     inputs = load_chunk(layout, settings, chunk)
@@ -98,7 +101,8 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
     components = pose_graph_components(len(inputs.rows), inputs.pairs)
     posed = []
     for frames in components:
-        group_cameras = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames)
+        group_cameras = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames,
+                                                inputs.constant_camera_ids)
         in_group = set(frames)
         group_pairs = relative_poses(group_cameras, inputs.camera_of_frame, inputs.keypoints,
                                      [p for p in inputs.pairs if p.index1 in in_group])
@@ -138,13 +142,14 @@ def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dic
     written with the collection's image ids to models/<chunk>/."""
     keypoint_index = _keypoint_index(layout, chunk)
     adjuster = BUNDLE_ADJUSTERS[settings.bundle_adjuster]()
+    refinement = refinement_settings(layout, settings)
     global_id = {frame + 1: global_frame + 1 for frame, global_frame in enumerate(chunk.frames)}
     out = fresh(layout.chunk_models / chunk_name(chunk))
     filtered = retriangulated = dropped = reposed = 0
     models = []
     for folder in model_dirs(_stage_folder(layout, "triangulation", chunk)):
         rec = read_model(folder)
-        report = refine(rec, keypoint_index, point_of_track_map(rec, keypoint_index), adjuster, RefinementSettings())
+        report = refine(rec, keypoint_index, point_of_track_map(rec, keypoint_index), adjuster, refinement)
         write_model(with_image_ids(rec, global_id), out / folder.name)
         filtered += report.observations_filtered
         retriangulated += report.points_retriangulated

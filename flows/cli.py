@@ -1,6 +1,7 @@
 """The `landmark-sfm` command line: turns a command into a flow call."""
 import argparse
 import json
+import os
 import sys
 
 from flows.settings import Settings, chunk_overlap_for
@@ -21,6 +22,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                         help="torch device of retrieval, matching and track refinement (default %(default)s)")
     parser.add_argument("--track-refinement", default=DEFAULTS.track_refinement, choices=["correlation", "none"],
                         help="how tracks are refined to sub-pixel from their query frames (default %(default)s)")
+    parser.add_argument("--intrinsics", type=_known_cameras, action="extend", default=None, metavar="CAMERA",
+                        help="known intrinsics, held fixed: 'MODEL WIDTH HEIGHT PARAMS...' (a line of COLMAP's "
+                             "cameras.txt without its id) or a cameras.txt; photos of that size use it")
     parser.add_argument("--refiner-weights", default=None, metavar="PATH",
                         help="refine tracks with the learned refiner of these weights (from `landmark-sfm train`)")
     parser.add_argument("--chunk-size", type=_chunk_size, default=DEFAULTS.chunk_size,
@@ -35,7 +39,8 @@ def _flow_kwargs(args) -> dict:
     return {"max_image_size": args.max_image_size, "max_features": args.max_features,
             "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
-            "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights}
+            "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
+            "intrinsics": args.intrinsics}
 
 
 def _chunk_size(text: str) -> int:
@@ -44,6 +49,21 @@ def _chunk_size(text: str) -> int:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return int(text)
+
+
+def _known_cameras(text: str) -> list[str]:
+    """One camera spec, or every camera of a COLMAP cameras.txt (its ids dropped)."""
+    from sfm_core.cameras import parse_camera_spec
+    specs = [text]
+    if os.path.isfile(text):
+        lines = [line.split() for line in open(text, encoding="utf-8") if line.strip() and not line.startswith("#")]
+        specs = list(dict.fromkeys(" ".join(parts[1:]) for parts in lines))  # cameras.txt repeats shared ones
+    try:
+        for spec in specs:
+            parse_camera_spec(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return specs
 
 
 def _storage_options(text: str | None) -> dict | None:

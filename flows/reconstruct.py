@@ -20,6 +20,7 @@ from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings, chunk_overlap_for
 from flows.stage_io import stage_logger
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
+from sfm_core.cameras import parse_camera_spec
 from sfm_core.chunking import Chunk
 from storage.atomic import atomic_path
 from storage.refiner_weights import file_sha256, load_weights
@@ -38,17 +39,21 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
                 camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
                 track_refinement: str = "correlation", refiner_weights: str | None = None,
-                storage_options: dict | None = None) -> dict:
+                intrinsics: list[str] | None = None, storage_options: dict | None = None) -> dict:
     """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
     (a folder or a URI; see README: what it writes). Chunks of at most `chunk_size` images run
     on the Dask scheduler at `dask_address`, or on a local cluster. `refiner_weights` (a file
     of `landmark-sfm train`) refines the tracks with the learned refiner instead of
-    `track_refinement`."""
+    `track_refinement`. `intrinsics`: known cameras ("MODEL WIDTH HEIGHT PARAMS...", as a line
+    of COLMAP's cameras.txt without its id): photos of their size use them, held fixed."""
     if refiner_weights:
         load_weights(refiner_weights)  # a bad file fails here, in one line, not in every chunk
+    for spec in intrinsics or ():
+        parse_camera_spec(spec)  # likewise a malformed camera
     settings = Settings(max_image_size=max_image_size, max_features=max_features,
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
                         chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
+                        intrinsics=tuple(intrinsics or ()),
                         track_refinement="learned" if refiner_weights else track_refinement,
                         refiner_weights=refiner_weights and str(Path(refiner_weights).resolve()),
                         refiner_sha256=refiner_weights and file_sha256(refiner_weights))

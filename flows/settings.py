@@ -29,6 +29,7 @@ class Settings:
     refiner_weights: str | None = None  # the learned refiner's weights file ("learned")
     refiner_sha256: str | None = None  # its content, for the checkpoint keys
     camera_model: str = "SIMPLE_RADIAL"
+    intrinsics: tuple[str, ...] = ()  # known cameras, "MODEL WIDTH HEIGHT PARAMS...": photos of their size use them, fixed
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of the matching: "cpu", "cuda", "cuda:1"
 

@@ -12,7 +12,8 @@ from prefect.exceptions import MissingContextError
 
 from flows.layout import OutputLayout
 from flows.settings import Settings
-from sfm_core.cameras import cameras_for_images
+from sfm_core.bundle_adjustment import BundleAdjustmentSettings, RefinementSettings
+from sfm_core.cameras import InitialCameras, cameras_for_images, parse_camera_spec, with_known_intrinsics
 from sfm_core.features import Features
 from sfm_core.track_refinement import CorrelationRefiner, KeypointShape, PatchRefiner
 from sfm_core.tracks import Tracks
@@ -33,11 +34,15 @@ def usable_rows(layout: OutputLayout):
     return [r for r in read_manifest(str(layout.manifest)) if r.status == "ok"]
 
 
-def initial_cameras(rows, settings: Settings):
-    """The distinct initial cameras of `rows` (ids 1..K) and the camera index of each row."""
-    return cameras_for_images(
-        [(r.width, r.height) for r in rows], [(r.camera_make, r.camera_model) for r in rows],
-        [r.focal_length_px for r in rows], settings.camera_model)
+def initial_cameras(rows, settings: Settings) -> InitialCameras:
+    """The distinct initial cameras of `rows` (ids 1..K), the camera index of each row, and
+    the ids of those whose intrinsics are known (settings.intrinsics), held fixed."""
+    sizes = [(r.width, r.height) for r in rows]
+    cameras, camera_of_frame = cameras_for_images(
+        sizes, [(r.camera_make, r.camera_model) for r in rows], [r.focal_length_px for r in rows],
+        settings.camera_model)
+    return with_known_intrinsics(cameras, camera_of_frame, sizes,
+                                 [parse_camera_spec(spec) for spec in settings.intrinsics])
 
 
 def fresh(folder: Path) -> Path:
@@ -69,3 +74,9 @@ def make_refiner(settings: Settings) -> PatchRefiner:
     if settings.track_refinement == "learned":
         return load_weights(settings.refiner_weights)
     raise ValueError(f"unknown track refinement {settings.track_refinement!r}")
+
+
+def refinement_settings(layout: OutputLayout, settings: Settings) -> RefinementSettings:
+    """The refinement's settings: cameras of known intrinsics stay fixed in every adjustment."""
+    constant = initial_cameras(usable_rows(layout), settings).constant_ids
+    return RefinementSettings(bundle_adjustment=BundleAdjustmentSettings(constant_cameras=constant))

@@ -15,8 +15,8 @@ from flows.checkpointing import stage_task
 from flows.feature_workers import IMAGES_PER_PROCESS, extract_one, feature_pool
 from flows.layout import OutputLayout
 from flows.settings import Settings
-from flows.stage_io import fresh, initial_cameras, stage_logger, usable_rows
-from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, RefinementSettings
+from flows.stage_io import fresh, initial_cameras, refinement_settings, stage_logger, usable_rows
+from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS
 from sfm_core.chunking import plan_chunks
 from sfm_core.features import Features
 from sfm_core.matching import match_mutual_nearest, normalise_descriptors
@@ -86,7 +86,8 @@ def extract_features(layout: OutputLayout, settings: Settings, storage_options: 
     return {"computed": len(todo), "reused": len(rows) - len(todo), "unreadable": failed}
 
 
-@stage_task("matching", ("match_ratio", "min_inliers", "camera_model", "retrieval_neighbours", "exhaustive_below"))
+@stage_task("matching", ("match_ratio", "min_inliers", "camera_model", "intrinsics", "retrieval_neighbours",
+                         "exhaustive_below"))
 def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
     """Candidate pairs from retrieval (all pairs of a small collection), matched and verified.
 
@@ -97,7 +98,8 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
     rows = usable_rows(layout)
     store = FeatureStore(str(layout.features))
     features = [store.read(r.sha256) for r in rows]
-    cameras, camera_of_frame = initial_cameras(rows, settings)
+    initial = initial_cameras(rows, settings)
+    cameras, camera_of_frame = initial.cameras, initial.camera_of_frame
     candidates = candidate_pairs([f.descriptors for f in features], settings.retrieval_neighbours,
                                  settings.exhaustive_below, device=settings.device)
 
@@ -155,7 +157,7 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     pieces = [p for p in pieces if p.num_reg_images() >= 2]
     merged = merge_models(pieces)
     out = fresh(layout.stage_models("merged"))
-    adjuster, refinement = BUNDLE_ADJUSTERS[settings.bundle_adjuster](), RefinementSettings()
+    adjuster, refinement = BUNDLE_ADJUSTERS[settings.bundle_adjuster](), refinement_settings(layout, settings)
     for index, model in enumerate(merged):
         rec = model.reconstruction
         if model.joins:  # a model of one chunk is refined already

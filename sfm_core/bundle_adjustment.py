@@ -21,6 +21,7 @@ class BundleAdjustmentSettings:
     robust_loss_scale_px: float = 1.0
     max_iterations: int = 100
     function_tolerance: float = 1e-6  # stop when an iteration lowers the cost by less, relatively
+    constant_cameras: tuple[int, ...] = ()  # camera ids whose intrinsics stay as they are (known)
 
 
 class BundleAdjuster(Protocol):
@@ -50,7 +51,17 @@ class CeresBundleAdjuster:
         # scale Ceres's tolerances let a free focal length collapse all points onto the
         # cameras. A normalised scene (extent 10) keeps the problem well conditioned.
         rec.normalize()
-        pycolmap.bundle_adjustment(rec, options)
+        if not settings.constant_cameras:
+            pycolmap.bundle_adjustment(rec, options)
+        else:
+            config = pycolmap.BundleAdjustmentConfig()
+            for image_id in rec.reg_image_ids():
+                config.add_image(image_id)
+            for camera_id in settings.constant_cameras:
+                if rec.exists_camera(camera_id):
+                    config.set_constant_cam_intrinsics(camera_id)
+            config.fix_gauge(pycolmap.BundleAdjustmentGauge.THREE_POINTS)
+            pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
         return float(rec.compute_mean_reprojection_error())
 
 

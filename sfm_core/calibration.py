@@ -18,13 +18,16 @@ from sfm_core.verification import VerifiedPair
 
 
 def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: list[int], pairs: list[VerifiedPair],
-                            frames: list[int], seed: int = 0) -> list[pycolmap.Camera]:
+                            frames: list[int], constant_ids: tuple[int, ...] = (), seed: int = 0) -> list[pycolmap.Camera]:
     """Copies of `cameras` with focal lengths estimated from the pairs among `frames`.
 
     Cameras without a prior focal length start from a global search (search_focal_lengths);
     pycolmap then refines all jointly, cross-checking those with a prior (EXIF) rather than
-    overwriting them blindly. Returns the searched cameras if pycolmap cannot calibrate.
+    overwriting them blindly. Cameras of `constant_ids` (known intrinsics) stay as they are.
+    Returns the searched cameras if pycolmap cannot calibrate.
     """
+    if all(c.camera_id in constant_ids for c in cameras):
+        return cameras
     in_group = set(frames)
     group_pairs = [p for p in pairs if p.index1 in in_group and p.index2 in in_group and p.fundamental is not None]
     cameras = search_focal_lengths(cameras, camera_of_frame, group_pairs)
@@ -55,7 +58,7 @@ def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: lis
         database = pycolmap.Database.open(path)
         calibrated = {c.camera_id: c for c in database.read_all_cameras()}
         database.close()
-    return [calibrated.get(c.camera_id, c) for c in cameras]
+    return [c if c.camera_id in constant_ids else calibrated.get(c.camera_id, c) for c in cameras]
 
 
 # Focal lengths searched, as multiples of the image's long side: from fisheye-wide to telephoto.
@@ -149,7 +152,9 @@ def relative_poses(cameras: list[pycolmap.Camera], camera_of_frame: list[int], k
     keypoints[f]: (K, 2) COLMAP pixel coordinates. A pair whose essential matrix explains
     less than `min_inlier_ratio` of its inliers keeps its matches but loses its pose.
     """
-    options = pycolmap.RANSACOptions(max_error=max_error_px, random_seed=0)
+    # The inliers are verified already, so one model explains nearly all of them and the
+    # adaptive stop comes after a few trials; pycolmap's floor of 1000 trials cost ~0.15 s a pair.
+    options = pycolmap.RANSACOptions(max_error=max_error_px, random_seed=0, min_num_trials=50)
     result_pairs = []
     for pair in pairs:
         points1 = keypoints[pair.index1][pair.inliers[:, 0]].astype(np.float64)

@@ -1,4 +1,6 @@
 """Initial camera intrinsics and which images share them."""
+from dataclasses import dataclass
+
 import pycolmap
 
 # COLMAP's guess when nothing is known: focal = 1.2 * the long side.
@@ -37,3 +39,52 @@ def cameras_for_images(sizes: list[tuple[int, int]], makes_models: list[tuple[st
         first = groups.index(group)
         cameras.append(initial_camera(group + 1, *sizes[first], focals[first], model))
     return cameras, groups
+
+
+def parse_camera_spec(spec: str) -> pycolmap.Camera:
+    """A known camera from 'MODEL WIDTH HEIGHT PARAMS...', a line of COLMAP's cameras.txt
+    without its id (e.g. 'PINHOLE 1244 829 686.05 686.51 623.84 411.95'); principal point in
+    COLMAP pixel coordinates. Raises ValueError saying what is wrong."""
+    parts = spec.split()
+    if len(parts) < 4:
+        raise ValueError(f"camera {spec!r}: expected MODEL WIDTH HEIGHT PARAMS...")
+    models = [name for name in pycolmap.CameraModelId.__members__ if name != "INVALID"]
+    if parts[0] not in models:
+        raise ValueError(f"camera {spec!r}: {parts[0]} is not a COLMAP camera model ({', '.join(models)})")
+    try:
+        width, height, params = int(parts[1]), int(parts[2]), [float(x) for x in parts[3:]]
+        camera = pycolmap.Camera(model=parts[0], width=width, height=height, params=params)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"camera {spec!r}: {error}") from None
+    if not camera.verify_params():
+        raise ValueError(f"camera {spec!r}: {parts[0]} takes {len(camera.params_info.split(','))} parameters "
+                         f"({camera.params_info}), got {len(params)}")
+    camera.has_prior_focal_length = True
+    return camera
+
+
+@dataclass
+class InitialCameras:
+    cameras: list[pycolmap.Camera]  # ids 1..K
+    camera_of_frame: list[int]  # index into cameras, per image
+    constant_ids: tuple[int, ...]  # camera ids of known intrinsics, held fixed
+
+
+def with_known_intrinsics(cameras: list[pycolmap.Camera], camera_of_frame: list[int], sizes: list[tuple[int, int]],
+                          known: list[pycolmap.Camera]) -> InitialCameras:
+    """Images whose size is a known camera's take that camera (one shared, held fixed); the
+    others keep theirs. Camera ids are renumbered 1..K."""
+    known_by_size = {(c.width, c.height): c for c in known}
+    keys: dict[tuple, int] = {}
+    groups = [keys.setdefault(("known", size) if size in known_by_size else ("own", group), len(keys))
+              for size, group in zip(sizes, camera_of_frame)]
+    result, constant = [], []
+    for (kind, value), index in sorted(keys.items(), key=lambda item: item[1]):
+        source = known_by_size[value] if kind == "known" else cameras[value]
+        camera = pycolmap.Camera(model=source.model.name, width=source.width, height=source.height,
+                                 params=list(source.params), camera_id=index + 1)
+        camera.has_prior_focal_length = source.has_prior_focal_length
+        result.append(camera)
+        if kind == "known":
+            constant.append(index + 1)
+    return InitialCameras(result, groups, tuple(constant))

@@ -17,7 +17,7 @@ Conventions: images are (H, W) float32 in [0, 1]; pixel coordinates follow COLMA
 of the top-left pixel is (0.5, 0.5)); poses are cam_from_world.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -235,13 +235,10 @@ def end_to_end_loss(refiner, rendered: RenderedViews, problem: TrackProblem, rng
                     rendered.intrinsics[problem.views].clone())
     settings = BundleAdjustmentSettings(refine_focal_length=False, refine_extra_params=False, max_iterations=30)
     refined = solve_differentiable(observed, start, settings)
-    truth = replace_xy(observed, problem.true_xy[view_index, point_index].double())
+    truth = replace(observed, xy=problem.true_xy[view_index, point_index].double())
     error, _ = residuals(truth, refined, free_params("PINHOLE", settings))
     return torch.sqrt((error * error).sum(dim=1) + 1e-4).mean()
 
-
-def replace_xy(problem: BAProblem, xy: torch.Tensor) -> BAProblem:
-    return BAProblem(xy, problem.weight, problem.image_index, problem.point_index, problem.camera_of_image, problem.model)
 
 
 # ---------------------------------------------------------------- helpers

@@ -23,7 +23,7 @@ mode): the step is zero at the optimum and its derivative is the implicit-functi
 one, `-H^-1 d(grad_x F)/d(obs, w)`, where H carries the Cauchy curvature (Triggs's
 correction, as Ceres's Corrector) so that it is the Gauss-Newton Hessian of the robust cost.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pycolmap
@@ -67,6 +67,7 @@ class BAProblem:
     point_index: torch.Tensor
     camera_of_image: torch.Tensor
     model: str
+    constant_camera: torch.Tensor | None = None  # (K,) bool: intrinsics held fixed (known)
 
 
 @dataclass
@@ -136,6 +137,8 @@ def residuals(problem: BAProblem, state: BAState, free: list[int]) -> tuple[torc
     x_cam = poses.transform_from(state.points[problem.point_index], jacobians=pose_jacobians).tensor
     params = state.camera_params[problem.camera_of_image[problem.image_index]]
     pixels, d_x_cam, d_params = project(params, x_cam, CAMERA_LAYOUTS[problem.model])
+    if problem.constant_camera is not None:  # no column for fixed intrinsics: their step is zero
+        d_params = d_params * (~problem.constant_camera[problem.camera_of_image[problem.image_index]])[:, None, None]
     d_pose, d_point = d_x_cam @ pose_jacobians[0], d_x_cam @ pose_jacobians[1]
     return pixels - problem.xy, torch.cat([d_pose, d_params[:, :, free], d_point], 2)
 
@@ -311,8 +314,7 @@ def solve_differentiable(problem: BAProblem, state: BAState, settings: BundleAdj
     """
     step = SparseStep(problem, state.points.shape[0], len(free_params(problem.model, settings)))
     with torch.no_grad():
-        detached = BAProblem(problem.xy.detach(), problem.weight.detach(), problem.image_index,
-                             problem.point_index, problem.camera_of_image, problem.model)
+        detached = replace(problem, xy=problem.xy.detach(), weight=problem.weight.detach())
         optimum, _ = levenberg_marquardt(detached, _detach(state), settings, step, function_tolerance)
     free = free_params(problem.model, settings)
     r, jacobian = residuals(problem, optimum, free)
@@ -372,6 +374,7 @@ class TheseusBundleAdjuster:
         """As CeresBundleAdjuster: normalise, refine in place, return the mean reprojection error."""
         rec.normalize()  # the same conditioning as Ceres's run (see CeresBundleAdjuster)
         problem, state, *ids = problem_from_reconstruction(rec)
+        problem.constant_camera = torch.tensor([c in settings.constant_cameras for c in ids[1]])
         if not len(problem.xy):
             return float(rec.compute_mean_reprojection_error())
         step = SparseStep(problem, state.points.shape[0], len(free_params(problem.model, settings)))
