@@ -153,6 +153,7 @@ def main() -> None:
                         help="at sizes up to this, also reconstruct everything as one chunk, to compare with the merge")
     parser.add_argument("--colmap", nargs="*", default=["hierarchical", "global"], help="pycolmap mappers")
     parser.add_argument("--workdir", default="/tmp/landmark-sfm-scale")
+    parser.add_argument("--colmap-only", action="store_true", help="only pycolmap's rows, to add to an earlier run's")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -173,10 +174,11 @@ def measure_size(size: int, args, workdir: Path, server: tuple[int, ...]) -> lis
     """Our row and pycolmap's rows at one collection size, each printed as it comes."""
     rows = []
     root = collection(workdir, size, args.distractors)
-    row, peak = in_child(run_ours, str(root), str(workdir / f"ours-{size}"), args.chunk_size, also_measured=server)
-    rows.append({"size": size, "method": "landmark-sfm", **row, "peak_mb": peak})
-    print(format_table(rows[-1:]), flush=True)
-    if size <= args.one_chunk_up_to:
+    if not args.colmap_only:
+        row, peak = in_child(run_ours, str(root), str(workdir / f"ours-{size}"), args.chunk_size, also_measured=server)
+        rows.append({"size": size, "method": "landmark-sfm", **row, "peak_mb": peak})
+        print(format_table(rows[-1:]), flush=True)
+    if size <= args.one_chunk_up_to and not args.colmap_only:
         # The same photos in one chunk: a copy of the chunked output reuses its features and
         # matches (their keys do not depend on the chunk size), so only the chunks differ.
         one = workdir / f"ours-{size}-one-chunk"

@@ -5,7 +5,7 @@ import functools
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pycolmap
@@ -161,7 +161,7 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     for index, model in enumerate(merged):
         rec = model.reconstruction
         if model.joins:  # a model of one chunk is refined already
-            adjuster.adjust(rec, refinement.bundle_adjustment)
+            adjuster.adjust(rec, replace(refinement.bundle_adjustment, max_iterations=refinement.merge_max_iterations))
             pycolmap.ObservationManager(rec).filter_all_points3D(
                 refinement.filter_thresholds_px[-1], refinement.min_triangulation_angle_deg)
         write_model(rec, out / str(index))

@@ -62,6 +62,7 @@ class CeresBundleAdjuster:
                     config.set_constant_cam_intrinsics(camera_id)
             config.fix_gauge(pycolmap.BundleAdjustmentGauge.THREE_POINTS)
             pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
+            rec.update_point_3d_errors()  # the solver leaves the points' stored errors as they were
         return float(rec.compute_mean_reprojection_error())
 
 
@@ -80,6 +81,10 @@ class RefinementSettings:
     # Reprojection thresholds of the filter after each round, in full-resolution pixels:
     # VGGSfM halves its threshold each round.
     filter_thresholds_px: tuple[float, ...] = (4.0, 2.0, 2.0)
+    # The global adjustment of merged chunk models, each converged already: on 1000 photos
+    # (2 million observations, 12 s an iteration here) 5 iterations came within 0.2 % of the
+    # cost of 15, with the same poses; a fixed count keeps the merge linear in the photos.
+    merge_max_iterations: int = 5
     min_triangulation_angle_deg: float = 1.5
     bundle_adjustment: BundleAdjustmentSettings = field(default_factory=BundleAdjustmentSettings)
     triangulation: TriangulationSettings = field(default_factory=TriangulationSettings)
