@@ -146,6 +146,7 @@ def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dic
     global_id = {frame + 1: global_frame + 1 for frame, global_frame in enumerate(chunk.frames)}
     out = fresh(layout.chunk_models / chunk_name(chunk))
     filtered = retriangulated = dropped = reposed = 0
+    undistorted: set[int] = set()
     models = []
     for folder in model_dirs(_stage_folder(layout, "triangulation", chunk)):
         rec = read_model(folder)
@@ -155,16 +156,18 @@ def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dic
         retriangulated += report.points_retriangulated
         dropped += len(report.frames_dropped)
         reposed += len(report.frames_reposed)
+        undistorted.update(report.cameras_without_distortion)
         models.append({"registered": rec.num_reg_images(), "points": rec.num_points3D(),
                        "mean_reprojection_error_px": round(float(rec.compute_mean_reprojection_error()), 4)})
     stage_logger().info("bundle-adjustment %s (%s): %d observations filtered, %d points re-triangulated, "
-                        "%d images re-posed by PnP, %d dropped; models %s", chunk_name(chunk), adjuster.name,
-                        filtered, retriangulated, reposed, dropped, [m["registered"] for m in models])
+                        "%d images re-posed by PnP, %d dropped; %d cameras without radial distortion (their "
+                        "observations stay near the image centre); models %s", chunk_name(chunk), adjuster.name,
+                        filtered, retriangulated, reposed, dropped, len(undistorted), [m["registered"] for m in models])
     return {"solver": adjuster.name, "images": len(chunk.frames), "models": models,
             "registered": max((m["registered"] for m in models), default=0),
             "points": sum(m["points"] for m in models),
             "observations_filtered": filtered, "points_retriangulated": retriangulated,
-            "images_reposed": reposed, "images_dropped": dropped}
+            "images_reposed": reposed, "images_dropped": dropped, "cameras_without_distortion": len(undistorted)}
 
 
 CHUNK_STAGES = (make_tracks, initialize_cameras, triangulate, bundle_adjust)

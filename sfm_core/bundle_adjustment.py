@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 import pycolmap
 
+from sfm_core.distortion import drop_unsupported_radial
 from sfm_core.registration import extend_tracks, register_images
 from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
 
@@ -102,6 +103,7 @@ class RefinementReport:
     points_retriangulated: int
     frames_dropped: list[int]
     frames_reposed: list[int]  # posed afresh by PnP: wrong or missing after initialisation
+    cameras_without_distortion: list[int]  # radial term dropped: observations near the centre only
 
 
 def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_track: dict[int, int],
@@ -116,6 +118,8 @@ def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_tr
     dropped: list[int] = []
     reposed: set[int] = set()
     frames = sorted(image_id - 1 for image_id in rec.images)
+    undistorted = (drop_unsupported_radial(rec, keep=settings.bundle_adjustment.constant_cameras)
+                   if settings.bundle_adjustment.refine_extra_params else [])
     for round_index, threshold in enumerate(settings.filter_thresholds_px):
         # Intrinsics stay fixed in the first round: far from the solution, a free focal length
         # and distortion can run away with the outliers before the filter removes them.
@@ -138,7 +142,8 @@ def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_tr
     adjuster.adjust(rec, settings.bundle_adjustment)
     manager = pycolmap.ObservationManager(rec)
     filtered += manager.filter_all_points3D(settings.filter_thresholds_px[-1], settings.min_triangulation_angle_deg)
-    return RefinementReport(len(settings.filter_thresholds_px), filtered, retriangulated, dropped, sorted(reposed))
+    return RefinementReport(len(settings.filter_thresholds_px), filtered, retriangulated, dropped, sorted(reposed),
+                            undistorted)
 
 
 def _forget_deleted_points(rec: pycolmap.Reconstruction, point_of_track: dict[int, int]) -> None:

@@ -164,3 +164,39 @@ def evaluate_poses(predicted: dict[str, Pose], truth: dict[str, Pose]) -> dict:
         "median_center_error": None if median is None else float(f"{median:.4g}"),
         "median_center_error_rel": _round(centers["median_center_error_rel"]),
     }
+
+
+def track_errors_under_truth(xy: np.ndarray, visibility: np.ndarray, cameras: list[pycolmap.Camera | None],
+                             poses: list[Pose | None]) -> np.ndarray:
+    """How far track observations lie from a geometry consistent with the true cameras.
+
+    xy (F, N, 2): observations in COLMAP pixel coordinates; visibility (F, N); cameras and
+    world-to-camera poses (R (3, 3), t (3,)) of each frame's truth, None where a frame has
+    none. Each track seen by 2+ frames with truth is triangulated from those true cameras
+    (linear DLT on the undistorted rays) and reprojected; returns the reprojection error in
+    pixels of each of its observations (flat, (K,)). Unlike the pipeline's own reprojection
+    error, this does not reward tracks that agree with each other on a wrong geometry.
+    """
+    known = [f for f in range(len(cameras)) if cameras[f] is not None and poses[f] is not None]
+    seen = visibility[known]  # (K, N)
+    tracks = np.nonzero(seen.sum(axis=0) >= 2)[0]
+    if not len(tracks):
+        return np.zeros(0)
+    rows = np.zeros((len(tracks), 2 * len(known), 4))
+    for k, f in enumerate(known):
+        visible = seen[k, tracks]
+        rays = cameras[f].cam_from_img(xy[f, tracks[visible]].astype(np.float64))  # (M, 2) normalised
+        projection = np.concatenate([poses[f][0], poses[f][1][:, None]], axis=1)  # (3, 4)
+        rows[visible, 2 * k] = rays[:, :1] * projection[2] - projection[0]
+        rows[visible, 2 * k + 1] = rays[:, 1:] * projection[2] - projection[1]
+    # The homogeneous point is the right singular vector of the smallest singular value;
+    # unseen frames' rows are zero and drop out.
+    points = np.linalg.svd(rows)[2][:, -1]  # (T, 4)
+    points = points[:, :3] / points[:, 3:]
+    errors = []
+    for k, f in enumerate(known):
+        visible = seen[k, tracks]
+        in_camera = points[visible] @ poses[f][0].T + poses[f][1]
+        projected = cameras[f].img_from_cam(in_camera)
+        errors.append(np.linalg.norm(projected - xy[f, tracks[visible]], axis=1))
+    return np.concatenate(errors)

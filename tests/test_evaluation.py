@@ -6,7 +6,9 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
-from sfm_core.evaluation import camera_center_error, evaluate_poses, pose_auc, relative_pose_errors
+from sfm_core.ba_problems import synthetic_reconstruction as ring_reconstruction
+from sfm_core.evaluation import (camera_center_error, evaluate_poses, pose_auc, relative_pose_errors,
+                                 track_errors_under_truth)
 from storage.colmap_model import evaluate_model_dirs, poses_by_name, read_model
 
 KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitchen" / "reference"
@@ -178,3 +180,30 @@ def test_kitchen_reference_against_itself():
     result = evaluate_model_dirs(KITCHEN, KITCHEN)
     assert result["registered"] == result["reference_images"] == 25
     assert result["auc@3"] == result["auc@30"] == 1.0
+
+
+def tracks_of(rec: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """xy (F, N, 2) and visibility (F, N) of rec's points as tracks, with its cameras and poses per frame."""
+    image_ids, point_ids = sorted(rec.images), sorted(rec.points3D)
+    xy = np.full((len(image_ids), len(point_ids), 2), np.nan)
+    for n, point_id in enumerate(point_ids):
+        for element in rec.points3D[point_id].track.elements:
+            xy[image_ids.index(element.image_id), n] = rec.image(element.image_id).points2D[element.point2D_idx].xy
+    cameras = [rec.camera(rec.image(i).camera_id) for i in image_ids]
+    poses = [(rec.image(i).cam_from_world().rotation.matrix(), rec.image(i).cam_from_world().translation)
+             for i in image_ids]
+    return xy, ~np.isnan(xy[..., 0]), cameras, poses
+
+
+def test_track_errors_under_truth_measure_the_observations_noise():
+    # Radial cameras (k 0.01): the rays are undistorted before the triangulation.
+    exact = tracks_of(ring_reconstruction(8, 400, pixel_noise=0.0, outlier_fraction=0.0))
+    assert np.abs(track_errors_under_truth(*exact)).max() < 1e-6
+    xy, visibility, cameras, poses = tracks_of(ring_reconstruction(8, 400, pixel_noise=1.0, outlier_fraction=0.0))
+    noisy = track_errors_under_truth(xy, visibility, cameras, poses)
+    assert len(noisy) == visibility.sum()
+    # 1 px Gaussian noise per axis, partly absorbed by each track's own triangulation.
+    assert 0.5 < np.median(noisy) < 1.2
+    # Frames without truth are left out; their observations are not counted.
+    cameras[0] = None
+    assert len(track_errors_under_truth(xy, visibility, cameras, poses)) < visibility.sum()

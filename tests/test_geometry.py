@@ -216,6 +216,9 @@ def test_refine_recovers_perturbed_problem_and_drops_outliers():
     report = refine(rec, problem.keypoint_index, point_of_track, CeresBundleAdjuster(), RefinementSettings())
 
     assert report.frames_dropped == []
+    # The points project within 0.45 of the half-diagonal: too near the centre to tell a
+    # radial term from the focal length, so the camera is adjusted without one.
+    assert report.cameras_without_distortion == [1] and rec.cameras[1].model.name == "SIMPLE_PINHOLE"
     assert rec.num_reg_images() == num_frames
     # 0.5 px Gaussian noise: a mean reprojection error of ~0.6 px when the outliers are gone.
     assert rec.compute_mean_reprojection_error() < 1.0
