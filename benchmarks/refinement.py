@@ -7,10 +7,10 @@ For each set: the pipeline with no refinement, the geometric (correlation) refin
 learned one (--weights), reporting the final model's mean reprojection error, AUC@3/@5
 against the truth and the mean track length, and the tracks' error under the true cameras
 (every track triangulated from the ground-truth cameras and reprojected: the median and 75th
-percentile over its observations, in pixels; the same tracks in all three runs); the runs share their features and matches (a
-copy of the first output: those stages' keys do not depend on the refinement). Then Ceres
-and Theseus adjust the same triangulated model (the geometric run's, before refinement):
-seconds, mean reprojection error and final robust cost.
+percentile over its observations, in pixels; the same tracks in all three runs). The runs
+share their features and matches (a copy of the first output: those stages' keys do not
+depend on the refinement). Then Ceres and Theseus adjust the same triangulated model (the
+geometric run's, before refinement): seconds, mean reprojection error and final robust cost.
 """
 import argparse
 import shutil

@@ -110,6 +110,9 @@ def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_tr
            adjuster: BundleAdjuster, settings: RefinementSettings) -> RefinementReport:
     """Bundle-adjust, filter outliers, re-triangulate lost tracks, repeat; then a last BA.
 
+    Cameras whose observations stay near the image centre first lose their radial term
+    (sfm_core.distortion): in place, listed in the report.
+
     keypoint_index: tracks (F, N) int32; point_of_track: {track: point3D id}, updated.
     """
     filtered = retriangulated = 0

@@ -68,6 +68,8 @@ class BAProblem:
     camera_of_image: torch.Tensor
     model: str
     constant_camera: torch.Tensor | None = None  # (K,) bool: intrinsics held fixed (known)
+    # (K,) bool: radial terms held at 0 (cameras adjusted without one, sfm_core.distortion)
+    fixed_radial: torch.Tensor | None = None
 
 
 @dataclass
@@ -137,8 +139,13 @@ def residuals(problem: BAProblem, state: BAState, free: list[int]) -> tuple[torc
     x_cam = poses.transform_from(state.points[problem.point_index], jacobians=pose_jacobians).tensor
     params = state.camera_params[problem.camera_of_image[problem.image_index]]
     pixels, d_x_cam, d_params = project(params, x_cam, CAMERA_LAYOUTS[problem.model])
+    camera = problem.camera_of_image[problem.image_index]
     if problem.constant_camera is not None:  # no column for fixed intrinsics: their step is zero
-        d_params = d_params * (~problem.constant_camera[problem.camera_of_image[problem.image_index]])[:, None, None]
+        d_params = d_params * (~problem.constant_camera[camera])[:, None, None]
+    if problem.fixed_radial is not None and bool(problem.fixed_radial.any()):
+        keep = torch.ones(len(camera), 1, d_params.shape[2], dtype=d_params.dtype)
+        keep[:, :, list(CAMERA_LAYOUTS[problem.model].radial)] = (~problem.fixed_radial[camera]).to(d_params.dtype)[:, None, None]
+        d_params = d_params * keep
     d_pose, d_point = d_x_cam @ pose_jacobians[0], d_x_cam @ pose_jacobians[1]
     return pixels - problem.xy, torch.cat([d_pose, d_params[:, :, free], d_point], 2)
 
@@ -333,9 +340,8 @@ def problem_from_reconstruction(rec: pycolmap.Reconstruction) -> tuple[BAProblem
     """
     image_ids = sorted(i for i, image in rec.images.items() if image.has_pose)
     camera_ids = sorted({rec.images[i].camera_id for i in image_ids})
-    models = {rec.cameras[c].model.name for c in camera_ids}
-    if len(models) != 1 or not models <= CAMERA_LAYOUTS.keys():
-        raise ValueError(f"TheseusBundleAdjuster needs one camera model of {sorted(CAMERA_LAYOUTS)}, got {models}")
+    model = _common_model({rec.cameras[c].model.name for c in camera_ids})
+    num_params = len(pycolmap.Camera.create_from_model_name(0, model, 1.0, 1, 1).params)
     camera_row = {c: k for k, c in enumerate(camera_ids)}
     xy, image_index, point_id = [], [], []
     for row, image_id in enumerate(image_ids):
@@ -347,10 +353,26 @@ def problem_from_reconstruction(rec: pycolmap.Reconstruction) -> tuple[BAProblem
     poses = [rec.images[i].cam_from_world().matrix() for i in image_ids]
     problem = BAProblem(torch.tensor(np.array(xy)), torch.ones(len(xy), dtype=torch.float64),
                         torch.tensor(image_index), torch.from_numpy(point_index.reshape(-1)),
-                        torch.tensor([camera_row[rec.images[i].camera_id] for i in image_ids]), models.pop())
+                        torch.tensor([camera_row[rec.images[i].camera_id] for i in image_ids]), model,
+                        fixed_radial=torch.tensor([rec.cameras[c].model.name != model for c in camera_ids]))
+    # A SIMPLE_PINHOLE camera's (f, cx, cy) are the radial model's first params; its radial terms are 0.
+    params = [np.pad(np.asarray(rec.cameras[c].params, np.float64), (0, num_params - len(rec.cameras[c].params)))
+              for c in camera_ids]
     state = BAState(torch.tensor(np.array(poses)), torch.tensor(np.array([rec.points3D[p].xyz for p in point_ids])),
-                    torch.tensor(np.array([rec.cameras[c].params for c in camera_ids])))
+                    torch.tensor(np.array(params)))
     return problem, state, image_ids, camera_ids, point_ids.tolist()
+
+
+def _common_model(models: set[str]) -> str:
+    """The camera model the problem is built on: the cameras' one model or, where cameras
+    adjusted without their radial term (SIMPLE_PINHOLE) sit beside radial ones, the radial one."""
+    if len(models) == 1 and models <= CAMERA_LAYOUTS.keys():
+        return next(iter(models))
+    radial = models - {"SIMPLE_PINHOLE"}
+    if "SIMPLE_PINHOLE" in models and len(radial) == 1 and radial <= {"SIMPLE_RADIAL", "RADIAL"}:
+        return radial.pop()
+    raise ValueError(f"TheseusBundleAdjuster needs one camera model of {sorted(CAMERA_LAYOUTS)} (or SIMPLE_PINHOLE "
+                     f"beside one radial model), got {sorted(models)}")
 
 
 def write_to_reconstruction(rec: pycolmap.Reconstruction, state: BAState, image_ids: list, camera_ids: list,
@@ -362,7 +384,8 @@ def write_to_reconstruction(rec: pycolmap.Reconstruction, state: BAState, image_
         rotation = pycolmap.Rotation3d(pose[:, :3])
         rec.frame(image.frame_id).set_cam_from_world(image.camera_id, pycolmap.Rigid3d(rotation, pose[:, 3]))
     for camera_id, camera_params in zip(camera_ids, params):
-        rec.cameras[camera_id].params = camera_params
+        camera = rec.cameras[camera_id]
+        camera.params = camera_params[:len(camera.params)]  # a SIMPLE_PINHOLE among radial ones: (f, cx, cy)
     for point_id, xyz in zip(point_ids, points):
         rec.points3D[point_id].xyz = xyz
 

@@ -64,3 +64,20 @@ def test_gradients_through_the_solution_match_finite_differences():
             numeric = (loss(problem.xy, problem.weight + step) - loss(problem.xy, problem.weight - step)) / (2 * eps)
             assert float(weight.grad[k]) == pytest.approx(float(numeric), rel=0.01, abs=1e-4)
     assert xy.grad.abs().sum() > 1  # the check above is not of zeros
+
+
+def test_cameras_without_a_radial_term_beside_radial_ones():
+    # As after sfm_core.distortion: some cameras SIMPLE_PINHOLE, the others SIMPLE_RADIAL.
+    ceres, theseus = perturbed_reconstruction(8, 800), perturbed_reconstruction(8, 800)
+    for rec in (ceres, theseus):
+        for camera_id in (2, 5):
+            camera = rec.cameras[camera_id]
+            rec.cameras[camera_id] = pycolmap.Camera(model="SIMPLE_PINHOLE", width=camera.width, height=camera.height,
+                                                     params=list(camera.params[:3]), camera_id=camera_id)
+    CeresBundleAdjuster().adjust(ceres, BundleAdjustmentSettings())
+    TheseusBundleAdjuster().adjust(theseus, BundleAdjustmentSettings())
+    for camera_id in range(1, 9):
+        model = "SIMPLE_PINHOLE" if camera_id in (2, 5) else "SIMPLE_RADIAL"
+        assert ceres.cameras[camera_id].model.name == theseus.cameras[camera_id].model.name == model
+        np.testing.assert_allclose(theseus.cameras[camera_id].params, ceres.cameras[camera_id].params, rtol=1e-3, atol=1e-3)
+    assert abs(theseus.compute_mean_reprojection_error() - ceres.compute_mean_reprojection_error()) < 0.01
