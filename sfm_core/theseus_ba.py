@@ -137,9 +137,8 @@ def residuals(problem: BAProblem, state: BAState, free: list[int]) -> tuple[torc
     poses = th.SE3(tensor=state.cam_from_world[problem.image_index], disable_checks=True)
     pose_jacobians: list[torch.Tensor] = []
     x_cam = poses.transform_from(state.points[problem.point_index], jacobians=pose_jacobians).tensor
-    params = state.camera_params[problem.camera_of_image[problem.image_index]]
-    pixels, d_x_cam, d_params = project(params, x_cam, CAMERA_LAYOUTS[problem.model])
-    camera = problem.camera_of_image[problem.image_index]
+    camera = problem.camera_of_image[problem.image_index]  # (M,) camera row of each observation
+    pixels, d_x_cam, d_params = project(state.camera_params[camera], x_cam, CAMERA_LAYOUTS[problem.model])
     if problem.constant_camera is not None:  # no column for fixed intrinsics: their step is zero
         d_params = d_params * (~problem.constant_camera[camera])[:, None, None]
     if problem.fixed_radial is not None and bool(problem.fixed_radial.any()):
