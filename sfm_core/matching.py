@@ -1,10 +1,12 @@
 """Descriptor matching in torch: mutual nearest neighbours with Lowe's ratio test.
 
-Batched on whatever device the descriptors are on, so the same code runs on a GPU. The
-all-pairs similarity is computed in bfloat16 where the device multiplies it fast (4-5x
-float32 on this project's CPUs, and on GPUs), which only shortlists each descriptor's few
-nearest; the shortlist is rescored in float32, so the matches are those of an exact search
-unless bfloat16's rounding (about 0.4 % of a similarity) pushes a true nearest out of it.
+Batched on whatever device the descriptors are on, so the same code runs on a GPU. Each
+descriptor's few nearest are shortlisted on the all-pairs similarity rounded to bfloat16
+(fast on GPUs and on CPUs with bfloat16 instructions), then rescored in float32, so the
+matches are those of an exact search unless bfloat16's rounding (about 0.4 % of a
+similarity) pushes a true nearest out of the shortlist. CPUs without bfloat16 instructions
+compute the same rounded similarity from a float32 product (oneDNN would emulate the
+bfloat16 one at twice float32's cost), so the matches do not depend on the CPU.
 """
 import numpy as np
 import torch
@@ -18,11 +20,24 @@ def normalise_descriptors(descriptors: np.ndarray, device: str = "cpu") -> torch
     return torch.nn.functional.normalize(tensor, dim=1)
 
 
-def fast_matmul_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the device has fast bfloat16 products (GPUs; CPUs with oneDNN support), else float32."""
-    if device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return torch.bfloat16
-    return torch.float32
+def has_fast_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 products run natively: GPUs, and CPUs with AVX512-BF16 or AMX.
+    (oneDNN reports bfloat16 support on any AVX512 CPU, where it emulates it.)"""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def rounded_similarity(queries: torch.Tensor, database: torch.Tensor) -> torch.Tensor:
+    """(N, M) bfloat16: the cosine similarities of bfloat16-rounded unit rows, rounded to bfloat16.
+
+    queries (N, D) and database (M, D) are bfloat16. Natively a bfloat16 product; elsewhere
+    the same values from a float32 product of the rounded rows (accumulated in float32, as a
+    bfloat16 product is).
+    """
+    if has_fast_bfloat16(queries.device):
+        return queries @ database.T
+    return (queries.float() @ database.float().T).to(torch.bfloat16)
 
 
 def match_mutual_nearest(desc1: torch.Tensor, desc2: torch.Tensor, ratio: float = 0.8) -> np.ndarray:
@@ -33,10 +48,12 @@ def match_mutual_nearest(desc1: torch.Tensor, desc2: torch.Tensor, ratio: float 
     """
     if len(desc1) < 2 or len(desc2) < 2:
         return np.zeros((0, 2), np.uint32)
-    dtype = fast_matmul_dtype(desc1.device)
-    low1, low2 = desc1.to(dtype), desc2.to(dtype)
-    two_nearest12, similarity12 = _two_nearest(desc1, desc2, low1, low2)  # (N, 2) each
-    nearest21 = _two_nearest(desc2, desc1, low2, low1)[0][:, 0]
+    # One similarity serves both directions: its rows shortlist desc1's nearest, its columns desc2's.
+    similarity = rounded_similarity(desc1.to(torch.bfloat16), desc2.to(torch.bfloat16))  # (N, M)
+    two_nearest12, similarity12 = _two_nearest(desc1, desc2, similarity.topk(min(SHORTLIST, len(desc2)), dim=1).indices)
+    # (topk along dim 0 is 3x slower than a transposed copy's along dim 1 on the CPU)
+    reverse = similarity.T.contiguous()  # (M, N)
+    nearest21 = _two_nearest(desc2, desc1, reverse.topk(min(SHORTLIST, len(desc1)), dim=1).indices)[0][:, 0]
     # For unit vectors |a - b|^2 = 2 - 2 a.b
     distances = torch.sqrt(torch.clamp(2 - 2 * similarity12, min=0))
     passes_ratio = distances[:, 0] < ratio * distances[:, 1]
@@ -46,11 +63,9 @@ def match_mutual_nearest(desc1: torch.Tensor, desc2: torch.Tensor, ratio: float 
     return torch.stack([rows, nearest12[rows]], dim=1).cpu().numpy().astype(np.uint32)
 
 
-def _two_nearest(queries: torch.Tensor, database: torch.Tensor, low_queries: torch.Tensor,
-                 low_database: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_nearest(queries: torch.Tensor, database: torch.Tensor, shortlist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (N, 2) into database of each query's two most similar rows, and their exact
-    similarities (N, 2), best first: a low-precision shortlist rescored in float32."""
-    shortlist = (low_queries @ low_database.T).topk(min(SHORTLIST, len(database)), dim=1).indices  # (N, S)
+    similarities (N, 2), best first: the (N, S) shortlist rescored in float32."""
     exact = (queries[:, None, :] * database[shortlist]).sum(-1)  # (N, S)
     similarity, order = exact.topk(2, dim=1)
     return shortlist.gather(1, order), similarity

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from sfm_core.matching import match_mutual_nearest, normalise_descriptors
+import sfm_core.matching
+from sfm_core.matching import match_mutual_nearest, normalise_descriptors, rounded_similarity
 from sfm_core.tracks import build_tracks, track_support, track_xy, tracks_from_pairs
 from sfm_core.verification import VerifiedPair
 
@@ -35,6 +36,23 @@ def test_recovers_a_permutation_among_distractors():
     expected = {(int(perm[j]), j) for j in range(n)}  # desc1 row perm[j] <-> desc2 row j
     assert as_set(matches) == expected
     assert len(matches) == n  # no duplicates
+
+
+def test_similarity_without_bfloat16_instructions_is_the_bfloat16_product(monkeypatch):
+    # What a CPU without bfloat16 instructions computes (a float32 product, rounded) against
+    # torch's own bfloat16 product of the same rows: the shortlist, hence the matches, must
+    # not depend on the CPU.
+    rng = np.random.default_rng(1)
+    desc1 = normalise_descriptors(rng.integers(0, 256, (700, 128)).astype(np.uint8)).to(torch.bfloat16)
+    desc2 = normalise_descriptors(rng.integers(0, 256, (500, 128)).astype(np.uint8)).to(torch.bfloat16)
+    monkeypatch.setattr(sfm_core.matching, "has_fast_bfloat16", lambda device: False)
+    emulated = rounded_similarity(desc1, desc2)
+    assert emulated.dtype == torch.bfloat16 and emulated.shape == (700, 500)
+    product = desc1 @ desc2.T
+    differ = emulated != product
+    assert differ.float().mean() < 1e-4  # float32 sums in another order round differently, rarely
+    ulp = torch.finfo(torch.bfloat16).eps * product.float().abs().clamp(min=2 ** -126)
+    assert ((emulated.float() - product.float()).abs() <= ulp).all()
 
 
 def test_uint8_descriptors_through_normalise_descriptors():
