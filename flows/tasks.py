@@ -94,9 +94,9 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
     """Candidate pairs from retrieval (all pairs of a small collection), matched and verified.
 
     One thread per core takes a pair at a time: matching in torch on settings.device, then
-    pycolmap's RANSAC verification (both release the GIL). On the CPU torch runs one thread
-    meanwhile: a 2-thread matching beside 2 verifying threads oversubscribed the cores
-    (kitchen's stage: 86 s, against 69 s this way).
+    pycolmap's RANSAC verification (both release the GIL). On the CPU each of those threads
+    runs torch on one thread: a 2-thread matching beside 2 verifying threads oversubscribed
+    the cores (kitchen's matching and verification: 86 s, against 64 s this way).
     """
     logger = stage_logger()
     rows = usable_rows(layout)
@@ -120,7 +120,8 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
         return verify_pair(i, j, features[i].keypoints, features[j].keypoints, matches,
                            cameras[camera_of_frame[i]], cameras[camera_of_frame[j]], options)
 
-    with single_threaded_torch(settings.device == "cpu"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with single_threaded_torch(settings.device == "cpu") as initializer, \
+            ThreadPoolExecutor(os.cpu_count() or 1, initializer=initializer) as pool:
         results = pool.map(match_and_verify, candidates.tolist())
         verified = [pair for pair in StageProgress("matching", len(candidates), unit="pairs").track(results)
                     if pair is not None]
@@ -131,13 +132,15 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
 
 @contextlib.contextmanager
 def single_threaded_torch(enabled: bool):
-    """torch's intra-op threads set to 1 inside (process-wide: the stages before chunking run
-    one at a time), restored after."""
+    """Yields the initializer of threads that should run torch on one thread; restores the
+    process's torch thread count after.
+
+    torch's thread count is set per thread (OpenMP's) as well as process-wide (MKL's): the
+    worker threads set theirs, and this stage runs in a Prefect worker thread, not the main one.
+    """
     threads = torch.get_num_threads()
-    if enabled:
-        torch.set_num_threads(1)
     try:
-        yield
+        yield (lambda: torch.set_num_threads(1)) if enabled else None
     finally:
         torch.set_num_threads(threads)
 
