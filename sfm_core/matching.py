@@ -6,7 +6,8 @@ descriptor's few nearest are shortlisted on the all-pairs similarity rounded to 
 matches are those of an exact search unless bfloat16's rounding (about 0.4 % of a
 similarity) pushes a true nearest out of the shortlist. CPUs without bfloat16 instructions
 compute the same rounded similarity from a float32 product (oneDNN would emulate the
-bfloat16 one at twice float32's cost), so the matches do not depend on the CPU.
+bfloat16 one at twice float32's cost): the matches hardly depend on the CPU (sums in another
+order round differently in about 1e-5 of the similarities).
 """
 import numpy as np
 import torch
@@ -50,10 +51,11 @@ def match_mutual_nearest(desc1: torch.Tensor, desc2: torch.Tensor, ratio: float 
         return np.zeros((0, 2), np.uint32)
     # One similarity serves both directions: its rows shortlist desc1's nearest, its columns desc2's.
     similarity = rounded_similarity(desc1.to(torch.bfloat16), desc2.to(torch.bfloat16))  # (N, M)
-    two_nearest12, similarity12 = _two_nearest(desc1, desc2, similarity.topk(min(SHORTLIST, len(desc2)), dim=1).indices)
+    shortlist12 = similarity.topk(min(SHORTLIST, len(desc2)), dim=1).indices  # (N, S)
+    two_nearest12, similarity12 = _two_nearest(desc1, desc2, shortlist12)  # (N, 2) each
     # (topk along dim 0 is 3x slower than a transposed copy's along dim 1 on the CPU)
-    reverse = similarity.T.contiguous()  # (M, N)
-    nearest21 = _two_nearest(desc2, desc1, reverse.topk(min(SHORTLIST, len(desc1)), dim=1).indices)[0][:, 0]
+    shortlist21 = similarity.T.contiguous().topk(min(SHORTLIST, len(desc1)), dim=1).indices  # (M, S)
+    nearest21 = _two_nearest(desc2, desc1, shortlist21)[0][:, 0]
     # For unit vectors |a - b|^2 = 2 - 2 a.b
     distances = torch.sqrt(torch.clamp(2 - 2 * similarity12, min=0))
     passes_ratio = distances[:, 0] < ratio * distances[:, 1]
@@ -63,7 +65,8 @@ def match_mutual_nearest(desc1: torch.Tensor, desc2: torch.Tensor, ratio: float 
     return torch.stack([rows, nearest12[rows]], dim=1).cpu().numpy().astype(np.uint32)
 
 
-def _two_nearest(queries: torch.Tensor, database: torch.Tensor, shortlist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_nearest(queries: torch.Tensor, database: torch.Tensor,
+                 shortlist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (N, 2) into database of each query's two most similar rows, and their exact
     similarities (N, 2), best first: the (N, S) shortlist rescored in float32."""
     exact = (queries[:, None, :] * database[shortlist]).sum(-1)  # (N, S)
