@@ -131,6 +131,21 @@ def project(params: torch.Tensor, x_cam: torch.Tensor, layout: CameraLayout) -> 
     return pixels, d_x_cam, d_params
 
 
+def moving_intrinsics(problem: BAProblem, num_cameras: int, num_params: int,
+                      device: torch.device) -> torch.Tensor | None:
+    """(K, P) bool: which intrinsics of each camera row the adjustment moves (none of a known
+    camera's, no radial term of a camera adjusted without one); None when all move."""
+    if problem.constant_camera is None and problem.fixed_radial is None:
+        return None
+    moving = torch.ones(num_cameras, num_params, dtype=torch.bool, device=device)
+    if problem.constant_camera is not None:
+        moving &= ~problem.constant_camera.to(device)[:, None]
+    if problem.fixed_radial is not None:
+        radial = list(CAMERA_LAYOUTS[problem.model].radial)
+        moving[:, radial] &= ~problem.fixed_radial.to(device)[:, None]
+    return moving
+
+
 def residuals(problem: BAProblem, state: BAState, free: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Reprojection residuals (M, 2) = projected - observed, and their Jacobian (M, 2, 6 + F + 3)
     with respect to [pose tangent (Theseus SE3 retract convention), free params, point]."""
@@ -139,12 +154,9 @@ def residuals(problem: BAProblem, state: BAState, free: list[int]) -> tuple[torc
     x_cam = poses.transform_from(state.points[problem.point_index], jacobians=pose_jacobians).tensor
     camera = problem.camera_of_image[problem.image_index]  # (M,) camera row of each observation
     pixels, d_x_cam, d_params = project(state.camera_params[camera], x_cam, CAMERA_LAYOUTS[problem.model])
-    if problem.constant_camera is not None:  # no column for fixed intrinsics: their step is zero
-        d_params = d_params * (~problem.constant_camera[camera])[:, None, None]
-    if problem.fixed_radial is not None and bool(problem.fixed_radial.any()):
-        keep = torch.ones(len(camera), 1, d_params.shape[2], dtype=d_params.dtype)
-        keep[:, :, list(CAMERA_LAYOUTS[problem.model].radial)] = (~problem.fixed_radial[camera]).to(d_params.dtype)[:, None, None]
-        d_params = d_params * keep
+    moving = moving_intrinsics(problem, len(state.camera_params), d_params.shape[2], d_params.device)
+    if moving is not None:  # no derivative for held intrinsics: their step is zero
+        d_params = d_params * moving[camera].to(d_params.dtype)[:, None, :]
     d_pose, d_point = d_x_cam @ pose_jacobians[0], d_x_cam @ pose_jacobians[1]
     return pixels - problem.xy, torch.cat([d_pose, d_params[:, :, free], d_point], 2)
 
