@@ -117,6 +117,32 @@ def test_non_mutual_nearest_is_rejected():
     assert as_set(matches) == {(0, 0)}
 
 
+def brute_force_matches(desc1: np.ndarray, desc2: np.ndarray, ratio: float) -> set[tuple[int, int]]:
+    """Mutual nearest neighbours with the ratio test, from full float64 distance matrices."""
+    distance = np.sqrt(np.clip(2 - 2 * desc1 @ desc2.T, 0, None))
+    order = np.argsort(distance, axis=1)
+    nearest12, second = order[:, 0], order[:, 1]
+    nearest21 = distance.argmin(axis=0)
+    rows = np.arange(len(desc1))
+    keep = (distance[rows, nearest12] < ratio * distance[rows, second]) & (nearest21[nearest12] == rows)
+    return {(int(i), int(nearest12[i])) for i in rows[keep]}
+
+
+@pytest.mark.parametrize("native_bfloat16", [True, False])
+def test_same_matches_as_a_brute_force_search(native_bfloat16, monkeypatch):
+    # Both ways to the bfloat16 shortlist: a bfloat16 product, and a float32 one rounded.
+    monkeypatch.setattr(sfm_core.matching, "has_fast_bfloat16", lambda device: native_bfloat16)
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 256, (1500, 128)) * (rng.random((1500, 128)) < 0.3)
+    shared = raw[:600] + rng.integers(-150, 151, (600, 128))  # 600 seen again with noise, 900 unrelated
+    other = np.concatenate([shared, rng.integers(0, 256, (700, 128)) * (rng.random((700, 128)) < 0.3)])
+    desc1 = normalise_descriptors(np.clip(raw, 0, 255).astype(np.uint8))
+    desc2 = normalise_descriptors(np.clip(other, 0, 255).astype(np.uint8))
+    expected = brute_force_matches(desc1.double().numpy(), desc2.double().numpy(), 0.8)
+    assert 300 < len(expected) < 600  # the noise leaves some ambiguous: the test has both kinds
+    assert as_set(match_mutual_nearest(desc1, desc2, 0.8)) == expected
+
+
 @pytest.mark.parametrize("rows1, rows2", [(0, 5), (5, 0), (0, 0), (1, 5), (5, 1), (1, 1)])
 def test_too_few_rows_give_no_matches(rows1, rows2):
     rng = np.random.default_rng(3)
