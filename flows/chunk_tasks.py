@@ -16,8 +16,8 @@ from flows.stage_io import (fresh, gray_tensor, initial_cameras, keypoint_shape,
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, refine
 from sfm_core.calibration import calibrate_focal_lengths, relative_poses
 from sfm_core.chunking import Chunk
-from sfm_core.initialization import initialize_poses, pose_graph_components
-from sfm_core.model import clear_points, new_reconstruction, point_of_track_map, with_image_ids
+from sfm_core.initialization import initialize_poses_best_of, pose_graph_components
+from sfm_core.model import new_reconstruction, point_of_track_map, with_image_ids
 from sfm_core.track_refinement import refine_tracks
 from sfm_core.tracks import tracked_keypoints, tracks_from_pairs
 from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
@@ -94,7 +94,7 @@ def _stage_folder(layout: OutputLayout, stage: str, chunk: Chunk):
 
 @stage_task("cameras", ("camera_model", "intrinsics"), run_name="cameras-chunk-{chunk.index}")
 def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
-    """All cameras of each connected group of the chunk posed jointly."""
+    """All cameras of each connected group of the chunk posed jointly (the best of a few starts)."""
     inputs = load_chunk(layout, settings, chunk)
     keypoint_index = _keypoint_index(layout, chunk)
     out = fresh(_stage_folder(layout, "cameras", chunk))
@@ -106,13 +106,13 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
         in_group = set(frames)
         group_pairs = relative_poses(group_cameras, inputs.camera_of_frame, inputs.keypoints,
                                      [p for p in inputs.pairs if p.index1 in in_group])
-        rec = new_reconstruction([r.name for r in inputs.rows], group_cameras, inputs.camera_of_frame,
-                                 inputs.keypoints, frames)
-        if not initialize_poses(rec, group_pairs, keypoint_index):
+        rec = initialize_poses_best_of(
+            lambda: new_reconstruction([r.name for r in inputs.rows], group_cameras, inputs.camera_of_frame,
+                                       inputs.keypoints, frames), group_pairs, keypoint_index)
+        if rec is None:
             stage_logger().warning("camera initialisation failed for a group of %d images of %s",
                                    len(frames), chunk_name(chunk))
             continue
-        clear_points(rec)
         write_model(rec, out / str(len(posed)))
         posed.append(rec.num_reg_images())
     unconnected = len(inputs.rows) - sum(len(c) for c in components)

@@ -12,7 +12,8 @@ from sfm_core.calibration import calibrate_focal_lengths, relative_poses
 from sfm_core.cameras import DEFAULT_FOCAL_FACTOR, cameras_for_images, initial_camera
 from sfm_core.evaluation import camera_center_error, relative_pose_errors
 from sfm_core.features import SiftExtractor
-from sfm_core.initialization import initialize_poses, pose_graph_components
+from sfm_core import initialization
+from sfm_core.initialization import initialize_poses, initialize_poses_best_of, pose_graph_components
 from sfm_core.matching import match_mutual_nearest, normalise_descriptors
 from sfm_core.model import new_reconstruction
 from sfm_core.registration import extend_tracks, register_images
@@ -337,6 +338,35 @@ def test_initialize_poses_of_a_subset_ignores_other_frames():
     assert sorted(rec.reg_image_ids()) == [f + 1 for f in frames]
     rotation, _ = relative_pose_errors(poses_by_name(rec), problem.truth(frames))
     assert rotation.max() < 0.5
+
+
+def test_the_best_of_several_starts_is_kept_as_initialised(monkeypatch):
+    """Every start is scored by its first adjustment; the best-fitting one comes back posed,
+    without points."""
+    problem = ring_problem(8, 100, seed=6)
+    frames = list(range(8))
+    pairs = exact_pairs(problem, frames)
+
+    def unposed():
+        return new_reconstruction(problem.names, [problem.camera], [0] * 8, problem.keypoints, frames)
+
+    rec = initialize_poses_best_of(unposed, pairs, problem.keypoint_index)
+    assert sorted(rec.reg_image_ids()) == [f + 1 for f in frames] and rec.num_points3D() == 0
+    rotation, translation = relative_pose_errors(poses_by_name(rec), problem.truth())
+    assert rotation.max() < 0.5 and translation.max() < 1.0
+
+    started, errors = {}, iter([0.9, 0.4, 0.7])
+
+    def recorded(rec, pairs, keypoint_index, seed):
+        started[seed] = rec
+        return initialize_poses(rec, pairs, keypoint_index, seed=seed)
+
+    monkeypatch.setattr(initialization, "initialize_poses", recorded)
+    monkeypatch.setattr(initialization, "_first_adjustment_error", lambda rec, keypoint_index: next(errors))
+    assert initialize_poses_best_of(unposed, pairs, problem.keypoint_index, starts=3) is started[1]
+
+    monkeypatch.setattr(initialization, "initialize_poses", lambda *args, **kwargs: False)
+    assert initialize_poses_best_of(unposed, pairs, problem.keypoint_index) is None
 
 
 def test_pose_graph_components():
