@@ -76,10 +76,10 @@ def repeat_from_jittered_tracks(out: Path, set_dir: Path, choice: dict, seed: in
     """AUC@3 of the run in `out` redone from its tracks moved by Gaussian noise (jitter_px per
     axis, this seed): a copy of `out` whose later stages' checkpoints are forgotten, so that
     only they run again."""
+    import zarr
     from flows.reconstruct import reconstruct
     from storage.colmap_model import evaluate_model_dirs
     from storage.track_store import read_tracks, write_tracks
-    import zarr
 
     copy = out.parent / f"{out.name}-repeat-{seed}"
     shutil.rmtree(copy, ignore_errors=True)
