@@ -37,9 +37,6 @@ import flows  # noqa: E402,F401  (environment defaults before Prefect and pycolm
 GT_SETS = ("fountain_p11", "temple_sparse_ring", "pipes")
 
 
-LATER_STAGES = ("cameras", "triangulation", "bundle-adjustment", "merge", "export")
-
-
 def run_set(data: Path, name: str, weights: str, workdir: Path, repeats: int = 0, jitter_px: float = 0.1) -> list[dict]:
     import pycolmap
     from flows.reconstruct import reconstruct
@@ -99,10 +96,16 @@ def repeat_from_jittered_tracks(out: Path, set_dir: Path, choice: dict, seed: in
 
 def forget_later_stages(out: Path) -> None:
     """Drop the checkpoints (and Prefect's cached results) of the stages after the tracks."""
-    checkpoints = out / "checkpoints"
-    for path in checkpoints.glob("*.json"):
-        if path.stem.startswith(LATER_STAGES):
-            (checkpoints / "results" / json.loads(path.read_text())["key"]).unlink(missing_ok=True)
+    from flows.checkpointing import results_storage
+    from flows.layout import OutputLayout
+    from flows.reconstruct import STAGES
+    from storage.checkpoints import CheckpointStore
+
+    later = STAGES[STAGES.index("tracks") + 1:]
+    results = results_storage(OutputLayout(out))
+    for path in CheckpointStore(out).folder.glob("*.json"):
+        if path.stem.startswith(later):  # a chunk's checkpoint is "<stage>-chunk-<n>.json"
+            (results / json.loads(path.read_text())["key"]).unlink(missing_ok=True)
             path.unlink()
 
 

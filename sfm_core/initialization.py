@@ -105,8 +105,9 @@ def initialize_poses_best_of(new_reconstruction: Callable[[], pycolmap.Reconstru
 
 def _first_adjustment_error(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray) -> float:
     """Mean reprojection error (px) of rec, posed and without points, once its tracks are
-    triangulated and adjusted with intrinsics held. Ceres whatever the pipeline's solver:
-    this only ranks the starts, and it is the fast one on the CPU."""
+    triangulated and adjusted with intrinsics held. Ceres whatever the pipeline's solver, and
+    to a looser tolerance (1e-5) than the refinement's own first round (1e-6): this only
+    ranks the starts, and that is the fast way on the CPU."""
     triangulate_tracks(rec, keypoint_index, np.arange(keypoint_index.shape[1]), TriangulationSettings())
     if rec.num_points3D() == 0:
         return np.inf
