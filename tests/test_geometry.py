@@ -355,15 +355,16 @@ def test_the_best_of_several_starts_is_kept_as_initialised(monkeypatch):
     rotation, translation = relative_pose_errors(poses_by_name(rec), problem.truth())
     assert rotation.max() < 0.5 and translation.max() < 1.0
 
-    started, errors = {}, iter([0.9, 0.4, 0.7])
+    # Starts run in threads, so the fit is given per seed, not in call order.
+    errors, started = {0: 0.9, 1: 0.4, 2: 0.7}, {}
 
-    def recorded(rec, pairs, keypoint_index, seed):
-        started[seed] = rec
-        return initialize_poses(rec, pairs, keypoint_index, seed=seed)
+    def scored(new_reconstruction, pairs, keypoint_index, seed):
+        started[seed] = new_reconstruction()
+        return started[seed], errors[seed]
 
-    monkeypatch.setattr(initialization, "initialize_poses", recorded)
-    monkeypatch.setattr(initialization, "_first_adjustment_error", lambda rec, keypoint_index: next(errors))
+    monkeypatch.setattr(initialization, "_scored_start", scored)
     assert initialize_poses_best_of(unposed, pairs, problem.keypoint_index, starts=3) is started[1]
+    monkeypatch.undo()
 
     monkeypatch.setattr(initialization, "initialize_poses", lambda *args, **kwargs: False)
     assert initialize_poses_best_of(unposed, pairs, problem.keypoint_index) is None
