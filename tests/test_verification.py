@@ -1,8 +1,9 @@
-"""Geometric verification: the RANSAC budget bounded by the minimum number of inliers."""
+"""Geometric verification: the RANSAC budget bounded by the minimum number of inliers, and the
+cheap fundamental-matrix pre-check that turns chance matches away before the full estimate."""
 import numpy as np
 import pycolmap
 
-from sfm_core.verification import options_for, verification_options, verify_pair
+from sfm_core.verification import could_verify, options_for, verification_options, verify_pair
 
 WIDTH, HEIGHT, FOCAL = 1024, 768, 900.0
 
@@ -59,3 +60,27 @@ def test_pair_with_just_enough_true_matches_still_verifies_and_random_matches_do
         assert true_found == 15 and len(pair.inliers) - true_found <= 2
         keypoints1, keypoints2, matches = _pair(0, 30, seed)
         assert verify_pair(0, 1, keypoints1, keypoints2, matches, camera, camera, options) is None
+
+
+def test_chance_matches_stop_at_the_fundamental_matrix_precheck(monkeypatch):
+    # The full two-view estimate is the costly part: pairs of chance matches must not reach it,
+    # pairs with enough true matches must, and verify as before.
+    options = verification_options(min_inliers=15)
+    camera = _camera()
+    full_estimates = []
+    estimate = pycolmap.estimate_two_view_geometry
+
+    def counted(*args):
+        full_estimates.append(args)
+        return estimate(*args)
+
+    monkeypatch.setattr(pycolmap, "estimate_two_view_geometry", counted)
+    for seed in range(5):
+        # A fundamental matrix explains 10-11 of 25 chance matches (11-13 of 40, which go on).
+        keypoints1, keypoints2, matches = _pair(0, 25, seed)
+        assert not could_verify(keypoints1[matches[:, 0]], keypoints2[matches[:, 1]], options_for(25, options))
+        assert verify_pair(0, 1, keypoints1, keypoints2, matches, camera, camera, options) is None
+    assert full_estimates == []
+    keypoints1, keypoints2, matches = _pair(15, 15, 0)
+    assert verify_pair(0, 1, keypoints1, keypoints2, matches, camera, camera, options) is not None
+    assert len(full_estimates) == 1
