@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || true
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip
-	@# The CPU build of torch lies on this machine's disk; install it before anything can ask for torch.
-	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	@# One torch for CPU and GPU machines: the registry's CUDA build, with the torchvision that
+	@# ALIKED needs (runs on the CPU too). Installed before anything else can ask for torch.
+	@$(PY) -c "import torchvision" 2>/dev/null || $(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	@$(PY) -c "import sksparse" 2>/dev/null || $(PIP) install -q "scikit-sparse<0.5"
 	@$(PY) -c "import theseus" 2>/dev/null || $(PIP) install -q --no-build-isolation theseus-ai==0.2.3
 	@$(PIP) install -q -e ".[test]"

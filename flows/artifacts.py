@@ -6,8 +6,13 @@ flow run:
   reprojection error, seconds, a preview picture of the model (a top view of its points
   and camera centres, an inline base64 PNG, so it shows with no network), and where the
   outputs are;
-- tables: the images (status, size, which model registered them), the files left out with
-  their reasons, the verified pairs, the models, and the stages with their seconds.
+- tables: the images (status, size, which model registered them), their cameras, the files left out with
+  their reasons, the verified pairs, the chunks, the models, the stages with their seconds and
+  each stage's counts (one count a row: the UI cuts long cells at the column's edge).
+
+An empty table is published as a markdown artifact under the same key saying why it is empty
+(so a re-run's page never keeps the previous run's rows), and a column with no value in any
+row is left out, its table's description saying why.
 
 StageProgress, used inside the long stages' loops, keeps a progress artifact of the run
 up to date as images finish and, in a terminal, draws a progress bar.
@@ -22,6 +27,7 @@ import re
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +130,10 @@ class StageProgress:
         """Yield the items, advancing after each one (a `continue` counts too); close at the end.
 
             for row in StageProgress("features", len(rows)).track(rows):
+
+        An item counts when the loop asks for the next one, so track() must be the iterable
+        the loop exhausts: `track(zip(rows, results))`, not `zip(rows, track(results))`
+        (zip stops on `rows` without asking for more, and the last item never counts).
         """
         try:
             for item in items:
@@ -311,29 +321,71 @@ def output_uris(report: dict, layout: OutputLayout) -> list[tuple[str, str]]:
     return found
 
 
-def _stage_details(stage: dict) -> str:
-    return ", ".join(f"{key} {value}" for key, value in stage.items()
-                     if key not in ("status", "seconds", "models", "key") and not isinstance(value, (dict, list)))
+def stage_rows(report: dict) -> list[dict]:
+    """One row per stage: its status and seconds."""
+    return [{"stage": name, "status": stage.get("status"), "seconds": _fmt(stage.get("seconds"), 2)}
+            for name, stage in report["stages"].items()]
+
+
+def stage_count_rows(report: dict) -> list[dict]:
+    """One row per count of each stage ("matching", "pairs verified", 12): one per row, so
+    no cell outgrows its column. Lists and tables of a stage (its chunks, its models) have
+    tables of their own."""
+    return [{"stage": name, "count": key.replace("_", " "), "value": value}
+            for name, stage in report["stages"].items() for key, value in stage.items()
+            if key not in ("status", "seconds", "key") and not isinstance(value, (dict, list))]
+
+
+def without_empty_columns(rows: list[dict], why: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
+    """The rows without the columns that have no value in any row, and a note on each column
+    left out: "focal px (EXIF): no EXIF focal length in any photo" (`why` by column, or
+    "no value in any row")."""
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    empty = [c for c in columns if all(row.get(c) in (None, "") for row in rows)]
+    if not rows or not empty:
+        return rows, []
+    return ([{c: v for c, v in row.items() if c not in empty} for row in rows],
+            [f"{c}: {(why or {}).get(c, 'no value in any row')}" for c in empty])
 
 
 def _fmt(value, digits: int = 3):
     return None if value is None else round(float(value), digits)
 
 
-def image_rows(rows, models) -> list[dict]:
-    """One table row per input file: what ingest made of it and which model registered it."""
+def image_rows(rows, models, report: dict | None = None) -> list[dict]:
+    """One table row per input file: what ingest made of it, where its focal length comes from
+    and which model registered it (an undetermined pose said as such). Cells stay short: the
+    reasons (a rejected EXIF focal's, an undetermined pose's) are in the manifest, report.json
+    and the run's log."""
+    from flows.stage_io import focal_sources  # imports torch: only when the tables are made
+
     model_of = {}
     for index, rec in enumerate(models):
         for image in rec.images.values():
             if image.has_pose:
                 model_of.setdefault(image.name, f"sparse/{index}")
-    return [{"name": r.name, "status": r.status,
+    entries = (report or {}).get("stages", {}).get("export", {}).get("models", [])
+    for entry in entries:
+        for name in entry.get("undetermined", {}):
+            if model_of.get(name) == entry["model"]:
+                model_of[name] = f"{entry['model']}, pose undetermined"
+    sources = focal_sources(rows, (report or {}).get("settings", {}).get("intrinsics", ()))
+    # A left-out file's status is the kind of reason only: the left-out table has it in full.
+    # The camera has a table of its own (camera_rows) and the file size stays in the manifest:
+    # with them, a phone's photos made the table wider than the UI's box.
+    return [{"name": r.name, "status": "ok" if r.status == "ok" else f"left out: {reason_kind(r.status)}",
              "registered in": model_of.get(r.name, "no" if r.status == "ok" else ""),
-             "width": r.width, "height": r.height,
-             "MB": None if r.bytes is None else round(r.bytes / 1e6, 2),
-             "focal px (EXIF)": _fmt(r.focal_length_px, 1),
-             "camera": " ".join(x for x in (r.camera_make, r.camera_model) if x) or None}
-            for r in rows]
+             "size": f"{r.width}x{r.height}" if r.width and r.height else None,
+             "focal px (EXIF)": _fmt(r.focal_length_px, 1), "focal source": source and source.split(":")[0]}
+            for r, source in zip(rows, sources)]
+
+
+def camera_rows(rows) -> list[dict]:
+    """One table row per camera (EXIF make and model) and photo size among the used photos,
+    with how many photos it took; most photos first."""
+    counts = Counter((" ".join(x for x in (r.camera_make, r.camera_model) if x), f"{r.width}x{r.height}")
+                     for r in rows if r.status == "ok" and (r.camera_make or r.camera_model))
+    return [{"camera": camera, "size": size, "photos": n} for (camera, size), n in counts.most_common()]
 
 
 def pair_rows(layout: OutputLayout, rows) -> tuple[list[dict], int]:
@@ -398,18 +450,29 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
         f"| not connected | {totals.get('unconnected', 0)} (no verified pair with any other photo) |",
         f"| chunks | {totals.get('chunks', 1)} (see the *chunks* table) |",
         f"| registered | **{totals['registered']}** of {totals['images']} in `sparse/0`"
-        f" ({totals['models']} model{'s' if totals['models'] != 1 else ''}) |",
+        f" ({totals['models']} model{'s' if totals['models'] != 1 else ''})"
+        + (f"; {totals['undetermined']} more with an undetermined pose" if totals.get("undetermined") else "") + " |",
+        f"| verdict | **{report.get('verdict', {}).get('status', '-')}** (see *Verdict*) |",
+        "| focal lengths | " + ", ".join(f"{n} {kind}" for kind, n in totals.get("focal_sources", {}).items() if n)
+        + " |",
         f"| 3D points | {totals['points']} |",
         f"| mean reprojection error | {'-' if error is None else f'{error:.3f} px'} |",
         f"| time | {totals['seconds']:.1f} s |",
         "",
     ]
+    verdict = report.get("verdict", {})
+    lines += ["## Verdict", "", f"`sparse/0` grades itself **{verdict.get('status', '-')}**"
+              + (":" if verdict.get("reasons") else
+                 ": its poses determined, its points seen with parallax, its focal lengths plausible.")]
+    lines += [f"- {reason}" for reason in verdict.get("reasons", [])] + [""]
+    lines += ["## Left out", ""]
     if left_out:
-        lines += ["## Left out", ""]
         lines += [f"- `{r.name}`: {r.status}" for r in left_out[:MAX_LISTED_LEFT_OUT]]
         if len(left_out) > MAX_LISTED_LEFT_OUT:
             lines.append(f"- ... and {len(left_out) - MAX_LISTED_LEFT_OUT} more: see the *left out* table")
-        lines.append("")
+    else:
+        lines.append(f"No file was left out: all {len(rows)} files are used.")
+    lines.append("")
     lines += ["## The model, seen from above", ""]
     if preview is None:
         lines += ["No model was reconstructed.", ""]
@@ -422,6 +485,84 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class RunArtifact:
+    """One artifact of a run: a table (`table`, rows of equal keys) or markdown (`markdown`),
+    published under the key artifact_key(output, what)."""
+    what: str  # "summary", "images", "left-out", ...: the key's last part
+    description: str
+    table: list[dict] | None = None
+    markdown: str | None = None
+
+
+def _table_or_why_empty(what: str, rows: list[dict], description: str, empty: str,
+                        why_column_empty: dict[str, str] | None = None) -> RunArtifact:
+    """A table of `rows`, its empty columns left out and named in its description; without
+    rows, a markdown artifact saying `empty` (the UI would draw a table of one blank row)."""
+    if not rows:
+        return RunArtifact(what, f"{description}: {empty}", markdown=f"# {what.replace('-', ' ')}\n\n{empty}\n")
+    rows, notes = without_empty_columns(rows, why_column_empty)
+    if notes:
+        description += ". Columns left out: " + "; ".join(notes)
+    return RunArtifact(what, description, table=rows[:MAX_TABLE_ROWS])
+
+
+def run_artifacts(report: dict, layout: OutputLayout, rows, models, preview: bytes | None) -> list[RunArtifact]:
+    """The summary and the tables of a finished run (report as written to report.json; rows:
+    its manifest rows; models: its exported models, largest first; preview: the PNG of
+    sparse/0 or None)."""
+    totals, stages = report["totals"], report["stages"]
+    output = report.get("output") or layout.root.resolve()
+    artifacts = [RunArtifact(
+        "summary", f"{totals['images'] + totals['left_out']} photos in, {totals['left_out']} left out, "
+                   f"{totals['registered']} registered, {totals['points']} points; outputs in {output}",
+        markdown=summary_markdown(report, layout, rows, preview))]
+
+    images = image_rows(rows, models, report)
+    artifacts.append(_table_or_why_empty(
+        "images", images, f"ingest: {len(rows)} files, {totals['images']} used, {totals['left_out']} left out"
+                          + (f" (first {MAX_TABLE_ROWS} shown)" if len(images) > MAX_TABLE_ROWS else ""),
+        "no file was found", {"focal px (EXIF)": "no EXIF focal length in any photo",
+                              "focal source": "no focal length known for any photo"}))
+    artifacts.append(_table_or_why_empty(
+        "cameras", camera_rows(rows), "ingest: the cameras of the photos used (EXIF make and model), by photo size",
+        "No EXIF camera make or model in any photo used."))
+    left_out = [{"name": r.name, "reason": r.status} for r in rows if r.status != "ok"]
+    artifacts.append(_table_or_why_empty(
+        "left-out", left_out, f"ingest: {len(left_out)} file{'' if len(left_out) == 1 else 's'} left out, with the reason",
+        f"No file was left out: all {len(rows)} files are used."))
+
+    pairs, verified = pair_rows(layout, rows)
+    matched = stages.get("matching", {}).get("pairs_matched")
+    artifacts.append(_table_or_why_empty(
+        "pairs", pairs, f"matching: {verified} verified pairs of {matched} matched"
+                        + (f", the {MAX_TABLE_ROWS} with most inliers shown" if verified > MAX_TABLE_ROWS else ""),
+        f"No pair of photos was verified: none of the {matched} matched pairs kept enough inliers "
+        f"(at least {report['settings'].get('min_inliers', '?')})."))
+
+    chunks = chunk_rows(report, layout)
+    artifacts.append(_table_or_why_empty(
+        "chunks", chunks, f"chunks: {len(chunks)} of at most {report['settings']['chunk_size']} images, "
+                          f"reconstructed side by side and merged",
+        "No chunk was planned: no photo has a verified pair with another.",
+        {"registered": "no chunk was reconstructed", "points": "no chunk was reconstructed",
+         "mean reprojection error px": "no chunk was reconstructed"}))
+
+    model_rows = [{"model": m["model"], "images registered": m["registered"], "points": m["points"],
+                   "mean reprojection error px": m["mean_reprojection_error_px"],
+                   "mean track length": m["mean_track_length"]}
+                  for m in stages.get("export", {}).get("models", [])]
+    artifacts.append(_table_or_why_empty(
+        "models", model_rows, f"export: {len(model_rows)} model(s), largest first",
+        "No model was reconstructed: see the chunks table and the run's logs."))
+
+    artifacts.append(_table_or_why_empty("stages", stage_rows(report), f"stages: {totals['seconds']:.1f} s in all",
+                                         "No stage ran."))
+    artifacts.append(_table_or_why_empty("stage-counts", stage_count_rows(report),
+                                         "stages: what each stage counted, one count a row", "No stage counted anything."))
+    return artifacts
+
+
 def publish_run_artifacts(report: dict, layout: OutputLayout) -> None:
     """Attach the summary and the tables of a finished run (report as written to report.json)
     to the current Prefect run. A failure is a warning, never the run's failure."""
@@ -432,69 +573,27 @@ def publish_run_artifacts(report: dict, layout: OutputLayout) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from storage.manifest import read_manifest
 
-    def publish(what: str, create) -> None:
-        try:
-            create()
-        except Exception as error:  # noqa: BLE001 - the reconstruction is done and written
-            logger.warning("artifact %s not published: %s", what, error)
-
     rows = read_manifest(str(layout.manifest)) if layout.manifest.exists() else []
     try:
         models = _read_models(layout)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - the reconstruction is done and written
         logger.warning("models not read for the artifacts: %s", error)
         models = []
-    totals = report["totals"]
-    key = lambda what: artifact_key(report.get("output") or layout.root, what)  # noqa: E731
-
     preview = None
     if models:
         try:
             preview = preview_png(layout.sparse / "0", models[0])
         except Exception as error:  # noqa: BLE001
             logger.warning("preview picture not drawn: %s", error)
-    publish("summary", lambda: create_markdown_artifact(
-        summary_markdown(report, layout, rows, preview), key=key("summary"),
-        description=f"{totals['images'] + totals['left_out']} photos in, {totals['left_out']} left out, "
-                    f"{totals['registered']} registered, {totals['points']} points; outputs in {report.get('output') or layout.root.resolve()}",
-        _sync=True))
-
-    images = image_rows(rows, models)
-    publish("images", lambda: create_table_artifact(
-        images[:MAX_TABLE_ROWS], key=key("images"),
-        description=f"ingest: {len(rows)} files, {totals['images']} used, {totals['left_out']} left out"
-                    + (f" (first {MAX_TABLE_ROWS} shown)" if len(images) > MAX_TABLE_ROWS else ""), _sync=True))
-    left_out = [{"name": r.name, "reason": r.status} for r in rows if r.status != "ok"]
-    publish("left out", lambda: create_table_artifact(
-        left_out[:MAX_TABLE_ROWS] or [{"name": "", "reason": "no file was left out"}], key=key("left-out"),
-        description=f"ingest: {len(left_out)} file{'' if len(left_out) == 1 else 's'} left out, with the reason",
-        _sync=True))
-
-    pairs, verified = pair_rows(layout, rows)
-    matched = report["stages"].get("matching", {}).get("pairs_matched")
-    publish("pairs", lambda: create_table_artifact(
-        pairs or [{"image 1": "", "image 2": "", "matches": 0, "inliers": 0, "configuration": "no verified pair"}],
-        key=key("pairs"),
-        description=f"matching: {verified} verified pairs of {matched} matched"
-                    + (f", the {MAX_TABLE_ROWS} with most inliers shown" if verified > MAX_TABLE_ROWS else ""),
-        _sync=True))
-
-    chunks = chunk_rows(report, layout)
-    publish("chunks", lambda: create_table_artifact(
-        chunks or [{"chunk": None, "images": 0, "status": "no chunk"}], key=key("chunks"),
-        description=f"chunks: {len(chunks)} of at most {report['settings']['chunk_size']} images, "
-                    f"reconstructed side by side and merged", _sync=True))
-
-    model_rows = [{"model": m["model"], "images registered": m["registered"], "points": m["points"],
-                   "mean reprojection error px": m["mean_reprojection_error_px"],
-                   "mean track length": m["mean_track_length"]}
-                  for m in report["stages"].get("export", {}).get("models", [])]
-    publish("models", lambda: create_table_artifact(
-        model_rows or [{"model": "none", "images registered": 0, "points": 0}], key=key("models"),
-        description=f"export: {len(model_rows)} model(s), largest first", _sync=True))
-
-    stage_rows = [{"stage": name, "status": stage.get("status"), "seconds": _fmt(stage.get("seconds"), 2),
-                   "details": _stage_details(stage)} for name, stage in report["stages"].items()]
-    publish("stages", lambda: create_table_artifact(
-        stage_rows, key=key("stages"), description=f"stages: {totals['seconds']:.1f} s in all", _sync=True))
-    logger.info("artifacts: summary, images, left out, pairs, chunks, models, stages published")
+    published = []
+    for artifact in run_artifacts(report, layout, rows, models, preview):
+        key = artifact_key(report.get("output") or layout.root, artifact.what)
+        try:
+            if artifact.table is not None:
+                create_table_artifact(artifact.table, key=key, description=artifact.description, _sync=True)
+            else:
+                create_markdown_artifact(artifact.markdown, key=key, description=artifact.description, _sync=True)
+            published.append(artifact.what)
+        except Exception as error:  # noqa: BLE001
+            logger.warning("artifact %s not published: %s", artifact.what, error)
+    logger.info("artifacts published: %s", ", ".join(published))

@@ -7,12 +7,14 @@ output folder (`checkpoints/results/`): the Prefect UI shows a re-run's reused s
 Cached, and losing Prefect's database loses no work, because both the results and our own
 checkpoints live beside the outputs.
 """
+import contextlib
 import inspect
 import time
+from contextvars import ContextVar
 from importlib.metadata import version
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from flows.layout import OutputLayout, chunk_name
 from flows.retries import RETRY_DELAYS_S, retry_transient
@@ -21,6 +23,25 @@ from storage.checkpoints import CheckpointStore, make_key
 
 CODE_VERSION = version("landmark-sfm")
 RETRY = {"retries": len(RETRY_DELAYS_S), "retry_delay_seconds": RETRY_DELAYS_S, "retry_condition_fn": retry_transient}
+_stage_started: ContextVar[float | None] = ContextVar("stage_started", default=None)
+
+
+def stage_seconds() -> float | None:
+    """Seconds since the stage running in this context began; None outside a stage."""
+    started = _stage_started.get()
+    return None if started is None else time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _stage_clock(started: float):
+    """stage_seconds() counts from `started` inside. A module function, not inline code in
+    the stage's closure: Dask pickles that closure with what it names, and a ContextVar
+    cannot be pickled."""
+    token = _stage_started.set(started)
+    try:
+        yield
+    finally:
+        _stage_started.reset(token)
 
 
 def upstream_key(upstream: str | dict) -> str:
@@ -61,7 +82,8 @@ def checkpointed(stage: str, setting_names: tuple[str, ...] = ()):
             saved = store.find(name, key)
             if saved is not None:
                 return {**saved, "status": "reused", "seconds": round(time.perf_counter() - started, 3), "key": key}
-            report = {"status": "ran", **fn(layout, **arguments)}
+            with _stage_clock(started):  # its end-of-stage line reports these seconds
+                report = {"status": "ran", **fn(layout, **arguments)}
             report.update(seconds=round(time.perf_counter() - started, 3), key=key)
             store.commit(name, key, report)
             return report
@@ -98,7 +120,10 @@ def run_stage(stage_fn, layout: OutputLayout, settings: Settings, upstream: str 
     started = time.perf_counter()
     state = stage_fn.with_options(result_storage=results_storage(layout))(
         layout, settings, upstream, *args, return_state=True)
-    return report_of(state, time.perf_counter() - started)
+    report = report_of(state, time.perf_counter() - started)
+    if report["status"] == "reused":  # the stage's own line is not logged: it did not run
+        get_run_logger().info("%s: reused from an earlier run (%.1f s)", stage_fn.name, report["seconds"])
+    return report
 
 
 def report_of(state, seconds: float = 0.0) -> dict:

@@ -45,7 +45,7 @@ def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkI
     rows = usable_rows(layout)
     initial = initial_cameras(rows, settings)
     chunk_rows = [rows[f] for f in chunk.frames]
-    store = FeatureStore(str(layout.features))
+    store = FeatureStore(str(layout.features), settings.features)
     keypoints = [store.read_keypoints(r.sha256) for r in chunk_rows]
     if has_tracks(str(layout.tracks), chunk_name(chunk)):
         keypoints = tracked_keypoints(keypoints, read_tracks(str(layout.tracks), chunk_name(chunk))[1])
@@ -59,7 +59,7 @@ def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk, storage_
     """The chunk's verified matches joined into tracks, then refined from their query frames
     (settings.track_refinement: "correlation", "learned" or "none")."""
     rows = [usable_rows(layout)[f] for f in chunk.frames]
-    store = FeatureStore(str(layout.features))
+    store = FeatureStore(str(layout.features), settings.features)
     features = [store.read(r.sha256) for r in rows]
     tracks = tracks_from_pairs([f.keypoints for f in features], read_pairs(str(layout.pairs), [r.image_id for r in rows]))
     coarse = tracks.xy
@@ -74,7 +74,7 @@ def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk, storage_
     mean_length = float(lengths.mean()) if lengths.size else 0.0
     moved = np.linalg.norm(tracks.xy - coarse, axis=-1)[observed]
     confidence = tracks.confidence[observed].astype(np.float64)
-    stage_logger().info("tracks %s: %d tracks over %d images (mean length %.2f); %s refinement moved %d of %d "
+    stage_logger().done("tracks %s: %d tracks over %d images (mean length %.2f); %s refinement moved %d of %d "
                         "observations (median %.2f px), mean confidence %.2f", chunk_name(chunk),
                         tracks.keypoint_index.shape[1], len(rows), mean_length, settings.track_refinement,
                         int((moved > 0).sum()), int(observed.sum()), float(np.median(moved)) if moved.size else 0.0,
@@ -116,7 +116,7 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
         write_model(rec, out / str(len(posed)))
         posed.append(rec.num_reg_images())
     unconnected = len(inputs.rows) - sum(len(c) for c in components)
-    stage_logger().info("cameras %s: %d images posed jointly in %d group(s) %s; %d with no relative pose",
+    stage_logger().done("cameras %s: %d images posed jointly in %d group(s) %s; %d with no relative pose",
                         chunk_name(chunk), sum(posed), len(posed), posed, unconnected)
     return {"groups": len(posed), "posed": sum(posed), "unconnected": unconnected}
 
@@ -131,7 +131,7 @@ def triangulate(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
         created = triangulate_tracks(rec, keypoint_index, np.arange(keypoint_index.shape[1]), TriangulationSettings())
         write_model(rec, out / folder.name)
         counts.append(len(created))
-    stage_logger().info("triangulation %s: %d of %d tracks triangulated", chunk_name(chunk), sum(counts),
+    stage_logger().done("triangulation %s: %d of %d tracks triangulated", chunk_name(chunk), sum(counts),
                         keypoint_index.shape[1])
     return {"points": sum(counts)}
 
@@ -159,7 +159,7 @@ def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dic
         undistorted.update(report.cameras_without_distortion)
         models.append({"registered": rec.num_reg_images(), "points": rec.num_points3D(),
                        "mean_reprojection_error_px": round(float(rec.compute_mean_reprojection_error()), 4)})
-    stage_logger().info("bundle-adjustment %s (%s): %d observations filtered, %d points re-triangulated, "
+    stage_logger().done("bundle-adjustment %s (%s): %d observations filtered, %d points re-triangulated, "
                         "%d images re-posed by PnP, %d dropped; %d cameras without radial distortion (their "
                         "observations stay near the image centre); models %s", chunk_name(chunk), adjuster.name,
                         filtered, retriangulated, reposed, dropped, len(undistorted), [m["registered"] for m in models])

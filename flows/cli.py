@@ -4,7 +4,8 @@ import json
 import os
 import sys
 
-from flows.settings import Settings, chunk_overlap_for
+from flows.environment import set_verbose
+from flows.settings import FEATURE_KINDS, Settings, chunk_overlap_for
 
 DEFAULTS = Settings()
 
@@ -13,7 +14,10 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-size", type=int, default=DEFAULTS.max_image_size,
                         help="long side, in pixels, that features are computed at (default %(default)s)")
     parser.add_argument("--max-features", type=int, default=DEFAULTS.max_features,
-                        help="SIFT features per image (default %(default)s)")
+                        help="local features per image, at most (default %(default)s)")
+    parser.add_argument("--features", default=DEFAULTS.features, choices=list(FEATURE_KINDS),
+                        help="local features and matcher: sift (mutual nearest neighbours), aliked (LightGlue) "
+                             "or xfeat (LighterGlue) (default %(default)s)")
     parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
                         help="COLMAP camera model (default %(default)s)")
     parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres", "theseus"],
@@ -36,7 +40,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def _flow_kwargs(args) -> dict:
-    return {"max_image_size": args.max_image_size, "max_features": args.max_features,
+    return {"max_image_size": args.max_image_size, "max_features": args.max_features, "features": args.features,
             "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
             "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
@@ -90,8 +94,24 @@ def cmd_run(args) -> int:
 
 def cmd_eval(args) -> int:
     from storage.colmap_model import evaluate_model_dirs
-    print(json.dumps(evaluate_model_dirs(args.model, args.truth), indent=2))
+    metrics = evaluate_model_dirs(args.model, args.truth)
+    print(json.dumps(metrics, indent=2) if args.json else format_accuracy(metrics))
     return 0
+
+
+def format_accuracy(metrics: dict) -> str:
+    """`landmark-sfm eval`'s table: one aligned row per figure of evaluate_model_dirs."""
+    def figure(value, digits: int = 4) -> str:
+        # None: fewer than 3 images in common, or no similarity aligns the centres.
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    rows = [("registered", f"{metrics['registered']} of {metrics['reference_images']} reference images")]
+    rows += [(f"pose auc@{t}", figure(metrics[f"auc@{t}"])) for t in (3, 5, 10, 30)]
+    absolute = metrics["median_center_error"]
+    rows.append(("median centre error", "n/a" if absolute is None else f"{absolute:.4g} (reference units)"))
+    rows.append(("median centre error / extent", figure(metrics["median_center_error_rel"])))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def cmd_serve(args) -> int:
@@ -132,15 +152,51 @@ def format_summary(report: dict, accuracy: dict | None = None) -> str:
             f"{key} {value}" for key, value in accuracy.items() if key.startswith("auc") or key.endswith("_rel")))
     lines.append("seconds: " + ", ".join(f"{name} {stage['seconds']:.1f}" for name, stage in report["stages"].items())
                  + f", total {totals['seconds']:.1f}")
+    verdict = report.get("verdict")
+    if verdict is not None:
+        reasons = "; ".join(verdict.get("reasons") or [])
+        lines.append(f"verdict: {verdict['status']}" + (f" ({reasons})" if reasons else ""))
+    # The output is a resolved local folder or a URI (s3://bucket/run): either way the model is below it.
+    lines.append(f"model: {report['output'].rstrip('/')}/sparse/0" if totals["models"] else "model: none")
     lines.append(f"outputs: {report['output']}")
     return "\n".join(lines)
 
 
+DESCRIPTION = "Camera poses and sparse 3D points (COLMAP models) from collections of photos of a place."
+EXAMPLES = {
+    None: ["landmark-sfm demo", "landmark-sfm run photos/ --out out/", "landmark-sfm eval out/sparse/0 reference/"],
+    "run": ["landmark-sfm run photos/ --out out/",
+            "landmark-sfm run s3://bucket/photos/ --out s3://bucket/runs/tonight --chunk-size 60"],
+    "eval": ["landmark-sfm eval out/sparse/0 reference/", "landmark-sfm eval out/sparse/0 reference/ --json"],
+    "serve": ["landmark-sfm serve /srv/photos --out /srv/sfm/site --cron '0 2 * * *'"],
+    "demo": ["landmark-sfm demo", "landmark-sfm demo --n-cameras 10 --out /tmp/demo"],
+    "synth": ["landmark-sfm synth --n 40 --distractors 5 --out scene/"],
+    "train": ["landmark-sfm train --out refiner.pt", "landmark-sfm train --out refiner.pt --resume"],
+}
+
+
+def _epilog(command: str | None) -> str:
+    examples = EXAMPLES[command]
+    return ("example:" if len(examples) == 1 else "examples:") + "".join(f"\n  {line}" for line in examples)
+
+
+def _command(commands, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does in one line and ends with examples."""
+    return commands.add_parser(name, help=summary, description=description or summary, epilog=_epilog(name),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print COLMAP's and Ceres's own log lines (INFO included)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="landmark-sfm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="landmark-sfm", description=DESCRIPTION, epilog=_epilog(None),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="reconstruct a folder of photos")
+    run = _command(commands, "run", "reconstruct a folder of photos into COLMAP models (sparse/0, ...)")
     run.add_argument("source", help="folder of photos, or a .txt/.parquet file listing them: "
                                     "a path or a URI (s3://, gs://, file://)")
     run.add_argument("--out", required=True, help="output folder: a path or a URI (s3://, gs://, file://)")
@@ -148,34 +204,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fsspec options for the URIs, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\"}', "
                           "or one object per protocol: '{\"s3\": {...}, \"gs\": {...}}'")
     _add_settings(run)
+    _add_verbose(run)
     run.set_defaults(handler=cmd_run)
 
-    evaluate = commands.add_parser("eval", help="pose accuracy of a COLMAP model against a reference, as JSON")
+    evaluate = _command(commands, "eval", "pose accuracy of a COLMAP model against a reference model, as a table")
     evaluate.add_argument("model", help="COLMAP model folder (text or binary)")
     evaluate.add_argument("truth", help="reference COLMAP model folder")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON instead")
     evaluate.set_defaults(handler=cmd_eval)
 
     from flows.serve import add_serve_arguments
-    serve = commands.add_parser("serve", help="run on a cron schedule as a Prefect deployment (needs PREFECT_API_URL)")
+    serve = _command(commands, "serve", "run on a cron schedule as a Prefect deployment (needs PREFECT_API_URL)")
     add_serve_arguments(serve)
     serve.add_argument("--storage-options", type=_storage_options, default=None, metavar="JSON",
                        help="fsspec options for the URIs (as for run)")
     _add_settings(serve)
+    _add_verbose(serve)
     serve.set_defaults(handler=cmd_serve)
 
-    demo = commands.add_parser("demo", help="render the built-in scene, reconstruct it, print a summary")
+    demo = _command(commands, "demo", "render the built-in scene, reconstruct it, print a summary")
     demo.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
-    demo.add_argument("--n-cameras", type=int, default=30)
+    demo.add_argument("--n-cameras", type=int, default=30, help="photos to render (default %(default)s)")
+    _add_verbose(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    synth = commands.add_parser("synth", help="render a landmark-like collection with exact cameras (tests, benchmarks)")
+    synth = _command(commands, "synth", "render a landmark-like collection with exact cameras (tests, benchmarks)")
     synth.add_argument("--n", type=int, required=True, help="photos of the landmark")
     synth.add_argument("--out", required=True, help="folder: images/, gt/ (COLMAP text model), distractors.txt")
     synth.add_argument("--distractors", type=int, default=0, help="photos of something else (default 0)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=cmd_synth)
 
-    train = commands.add_parser("train", help="train the learned track refiner (about 25 minutes on 2 cores)")
+    train = _command(commands, "train", "train the learned track refiner (about 25 minutes on 2 cores)")
     train.add_argument("--out", required=True, help="weights file to write (a checkpoint goes to <out>.partial)")
     train.add_argument("--offset-steps", type=int, default=1800, help="steps on warped photographs (default %(default)s)")
     train.add_argument("--end-to-end-steps", type=int, default=300,
@@ -188,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        set_verbose()  # before the imports below load pycolmap
     from storage.images import ImageReadError
     from storage.sources import SourceError
     from storage.uris import StorageError

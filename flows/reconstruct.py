@@ -18,7 +18,7 @@ from flows.chunk_tasks import CHUNK_STAGES, make_tracks
 from flows.dispatch import chunk_task_runner, gpu_annotation
 from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings, chunk_overlap_for
-from flows.stage_io import stage_logger
+from flows.stage_io import count_focal_sources, focal_sources, stage_logger, usable_rows
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
 from sfm_core.cameras import parse_camera_spec
 from sfm_core.chunking import Chunk
@@ -35,7 +35,7 @@ STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "tr
 
 
 @flow(name="reconstruct", log_prints=True)
-def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096,
+def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096, features: str = "sift",
                 camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
                 track_refinement: str = "correlation", refiner_weights: str | None = None,
@@ -50,7 +50,7 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
         load_weights(refiner_weights)  # a bad file fails here, in one line, not in every chunk
     for spec in intrinsics or ():
         parse_camera_spec(spec)  # likewise a malformed camera
-    settings = Settings(max_image_size=max_image_size, max_features=max_features,
+    settings = Settings(max_image_size=max_image_size, max_features=max_features, features=features,
                         camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
                         chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
                         intrinsics=tuple(intrinsics or ()),
@@ -79,11 +79,18 @@ def reconstruct_chunks(layout: OutputLayout, settings: Settings, upstream: dict,
     with gpu_annotation(settings.device, runner):
         futures = {}
         for chunk in chunks:
-            previous = upstream
+            # Each stage takes the checkpoint key of the stage before it (known before that one
+            # runs: it is its cache key) and waits for it. Passing the upstream *future* as an
+            # argument instead makes Prefect 3.8 record the stage as a child of its upstream
+            # whenever the API still shows that one running (its Completed event not yet
+            # processed), and the graph draws cameras inside tracks. wait_for keeps the edge.
+            previous_key, previous = upstream, None
             for stage in CHUNK_STAGES:
                 extra = {"storage_options": storage_options} if stage is make_tracks else {}
                 previous = futures[chunk.index, stage.name] = stage.with_options(
-                    result_storage=results_storage(layout)).submit(layout, settings, previous, chunk, **extra)
+                    result_storage=results_storage(layout)).submit(
+                        layout, settings, previous_key, chunk, wait_for=[previous] if previous else None, **extra)
+                previous_key = stage.cache_key_fn(None, {"settings": settings, "upstream": previous_key, "chunk": chunk})
     reports = {stage.name: [] for stage in CHUNK_STAGES}
     progress = StageProgress("chunks", len(chunks), unit="chunks")
     for chunk in progress.track(chunks):
@@ -123,8 +130,9 @@ def _run(source: str, root: Path, settings: Settings, dask_address: str | None, 
     # The merge depends on the last stage of every chunk that came through.
     done = stages["bundle-adjustment"]["chunks"]
     upstream = stage("merge", merge_chunks, make_key("chunks", [r["key"] for r in done]), [r["chunk"] for r in done])
-    stage("export", export, upstream, source, storage_options)
-    report = _run_report(source, output, settings, stages, time.perf_counter() - started)
+    stage("export", export, upstream, storage_options)
+    report = _run_report(source, output, settings, stages, time.perf_counter() - started,
+                         count_focal_sources(focal_sources(usable_rows(layout), settings.intrinsics)))
     with atomic_path(str(layout.report)) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
     write_stage_table(str(layout.stage_table), stages)
@@ -144,12 +152,15 @@ def _combined(reports: list[dict]) -> dict:
     return combined
 
 
-def _run_report(source: str, output: str, settings: Settings, stages: dict, seconds: float) -> dict:
+def _run_report(source: str, output: str, settings: Settings, stages: dict, seconds: float,
+                focal_source_counts: dict[str, int]) -> dict:
     models = stages["export"]["models"]
     return {
         "source": source,
         "output": output,
         "flow_run_id": str(flow_run.id),  # the run in the Prefect UI: /runs/flow-run/<id>
+        # sparse/0's self-grading (flows/verdicts.py); each model's is in stages.export.models.
+        "verdict": models[0]["verdict"] if models else {"status": "suspect", "reasons": ["no model"]},
         "settings": settings.as_dict(),
         "stages": stages,
         "totals": {
@@ -158,9 +169,11 @@ def _run_report(source: str, output: str, settings: Settings, stages: dict, seco
             "left_out": stages["ingest"]["left_out"],
             "unconnected": stages["chunking"]["unconnected"],
             "chunks": stages["chunking"]["chunks"],
-            "registered": models[0]["registered"] if models else 0,
+            "registered": models[0]["registered"] if models else 0,  # poses determined only
+            "undetermined": len(models[0]["undetermined"]) if models else 0,
             "points": models[0]["points"] if models else 0,
             "mean_reprojection_error_px": models[0]["mean_reprojection_error_px"] if models else None,
             "models": len(models),
+            "focal_sources": focal_source_counts,
         },
     }

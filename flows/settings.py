@@ -15,10 +15,18 @@ def chunk_overlap_for(chunk_size: int) -> int:
     return max(MIN_CHUNK_OVERLAP, min(Settings.chunk_overlap, chunk_size // 4))
 
 
+# What a feature kind's stored features were computed with, beyond the settings.
+_EXTRACTOR_VERSIONS = {"sift": "sift-oriented", "aliked": "aliked-n16", "xfeat": "xfeat"}
+FEATURE_KINDS = tuple(_EXTRACTOR_VERSIONS)
+
+
 @dataclass(frozen=True)
 class Settings:
     max_image_size: int = 1024  # long side the features are computed at, as VGGSfM does
     max_features: int = 4096
+    # Local features and their matcher: "sift" (mutual nearest neighbours + ratio test),
+    # "aliked" (LightGlue) or "xfeat" (LighterGlue).
+    features: str = "sift"
     match_ratio: float = 0.8  # Lowe's ratio test
     min_inliers: int = 15  # a verified pair needs this many RANSAC inliers
     retrieval_neighbours: int = 10  # candidate pairs per image from retrieval
@@ -31,13 +39,17 @@ class Settings:
     camera_model: str = "SIMPLE_RADIAL"
     intrinsics: tuple[str, ...] = ()  # known cameras, "MODEL WIDTH HEIGHT PARAMS...": photos of their size use them, fixed
     bundle_adjuster: str = "ceres"
-    device: str = "cpu"  # torch device of the matching: "cpu", "cuda", "cuda:1"
+    device: str = "cpu"  # torch device of feature extraction (learned kinds) and matching: "cpu", "cuda", "cuda:1"
+
+    def __post_init__(self):
+        if self.features not in FEATURE_KINDS:
+            raise ValueError(f"unknown features {self.features!r}: choose one of {', '.join(FEATURE_KINDS)}")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def feature_settings(self) -> dict:
-        """What a stored feature set depends on."""
+        """What a stored feature set depends on; `kind` names the store's group of each kind."""
         # "sift-oriented": stores written before orientations were kept are extracted again.
-        return {"max_image_size": self.max_image_size, "max_features": self.max_features,
-                "extractor": "sift-oriented"}
+        return {"kind": self.features, "max_image_size": self.max_image_size, "max_features": self.max_features,
+                "extractor": _EXTRACTOR_VERSIONS[self.features]}

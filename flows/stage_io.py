@@ -10,6 +10,7 @@ import torch
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
+from flows.checkpointing import stage_seconds
 from flows.layout import OutputLayout
 from flows.settings import Settings
 from sfm_core.bundle_adjustment import BundleAdjustmentSettings, RefinementSettings
@@ -21,12 +22,22 @@ from storage.manifest import read_manifest
 from storage.refiner_weights import load_weights
 
 
-def stage_logger():
+class StageLogger(logging.LoggerAdapter):
+    """The run's logger, with `done`: the stage's one line as it ends, its seconds last."""
+
+    def done(self, message: str, *args) -> None:
+        """Log `message % args` at INFO, then " (4.1 s)": the seconds since the stage began."""
+        seconds = stage_seconds()
+        self.info(message if seconds is None else f"{message} ({seconds:.1f} s)", *args)
+
+
+def stage_logger() -> StageLogger:
     """The run's logger inside Prefect (shown in the UI); a plain one when called as task.fn()."""
     try:
-        return get_run_logger()
+        logger = get_run_logger()
     except MissingContextError:
-        return logging.getLogger("landmark_sfm")
+        logger = logging.getLogger("landmark_sfm")
+    return StageLogger(logger)
 
 
 def usable_rows(layout: OutputLayout):
@@ -45,6 +56,25 @@ def initial_cameras(rows, settings: Settings) -> InitialCameras:
                                  [parse_camera_spec(spec) for spec in settings.intrinsics])
 
 
+FOCAL_SOURCE_KINDS = ("exif", "exif_rejected", "calibrated", "known")
+
+
+def focal_sources(rows, intrinsics) -> list[str | None]:
+    """Where the focal length of each row comes from: "known" where the photo's size is that of
+    a camera of `intrinsics` (settings.intrinsics: with_known_intrinsics gives it that camera),
+    else the manifest's focal_source. Resolved here rather than at ingest because ingest's
+    checkpoint key leaves out the intrinsics: changing them must not re-read every photo."""
+    known = {(camera.width, camera.height) for camera in map(parse_camera_spec, intrinsics)}
+    return ["known" if r.status == "ok" and (r.width, r.height) in known else r.focal_source for r in rows]
+
+
+def count_focal_sources(sources) -> dict[str, int]:
+    """{"exif": n, "exif_rejected": n, "calibrated": n, "known": n} over `sources` (the
+    rejected ones counted whatever their reason)."""
+    kinds = [source.split(":")[0] for source in sources if source]
+    return {kind: kinds.count(kind) for kind in FOCAL_SOURCE_KINDS}
+
+
 def fresh(folder: Path) -> Path:
     """Empty a stage's model folder: a re-run with fewer groups must not leave old ones behind."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -57,7 +87,9 @@ def gray_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def keypoint_shape(tracks: Tracks, features: list[Features]) -> KeypointShape:
-    """SIFT scale and orientation of every track observation (NaN where not visible)."""
+    """Keypoint scale and orientation of every track observation (NaN where not visible):
+    SIFT's own, or the learned extractors' fixed scale and orientation 0 (patches then compare
+    at the photos' relative resolution)."""
     scale = np.full(tracks.visibility.shape, np.nan, np.float32)
     orientation = np.full(tracks.visibility.shape, np.nan, np.float32)
     for frame, frame_features in enumerate(features):

@@ -4,7 +4,6 @@ one chunk are in flows/chunk_tasks.py."""
 import contextlib
 import functools
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 
@@ -14,36 +13,70 @@ import torch
 
 from flows.artifacts import StageProgress
 from flows.checkpointing import stage_task
-from flows.feature_workers import IMAGES_PER_PROCESS, extract_one, feature_pool
+from flows.feature_workers import IMAGES_PER_PROCESS, extracted_features
 from flows.layout import OutputLayout
 from flows.settings import Settings
-from flows.stage_io import fresh, initial_cameras, refinement_settings, stage_logger, usable_rows
+from flows.stage_io import (count_focal_sources, fresh, initial_cameras, refinement_settings, stage_logger,
+                            usable_rows)
+from flows.verdicts import model_grades
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS
 from sfm_core.chunking import plan_chunks
-from sfm_core.features import Features
-from sfm_core.matching import match_mutual_nearest, normalise_descriptors
+from sfm_core.colours import mean_colours, observation_colours
+from sfm_core.learned_features import empty_features
+from sfm_core.learned_matching import make_matcher
 from sfm_core.merge import merge_models
 from sfm_core.retrieval import candidate_pairs
 from sfm_core.verification import verification_options, verify_pair
 from storage.chunk_table import read_chunks, write_chunks
 from storage.colmap_model import model_dirs, read_model, write_model
 from storage.feature_store import FeatureStore
+from storage.images import ImageReadError, load_image
 from storage.manifest import build_manifest, write_manifest
 from storage.pair_table import read_pairs, write_pairs
 from storage.sources import list_image_files
-from storage.uris import is_local, local_path, materialize
 
 
 class NoUsableImages(Exception):
     """Nothing in the source can be reconstructed."""
 
 
-def _image_folder(layout: OutputLayout, source: str, storage_options: dict | None, scratch: str) -> str:
-    """A local folder holding the usable photos under their manifest names: the source
-    folder itself when it is one, else `scratch` with them linked or downloaded."""
-    if is_local(source) and os.path.isdir(local_path(source)):
-        return local_path(source)
-    return str(materialize({r.name: r.uri for r in usable_rows(layout)}, scratch, storage_options))
+def _colour_points(models: list[pycolmap.Reconstruction], uris: dict[str, str], max_image_size: int,
+                   storage_options: dict | None) -> list[str]:
+    """Set every point's colour to the mean of its observations' bilinear samples
+    (sfm_core.colours), each registered photo decoded once by storage.images at most
+    `max_image_size` px (the observations, full-resolution COLMAP pixel coordinates, are
+    scaled to it). Decoding runs on a thread per core (Pillow releases the GIL). Returns one
+    "name: reason" per photo that could not be decoded: its observations give no colour."""
+    observed = {}  # photo name -> [(model index, point ids (N,), xy (N, 2))]
+    for index, rec in enumerate(models):
+        for image_id in rec.reg_image_ids():
+            image = rec.image(image_id)
+            points = image.get_observation_points2D()
+            observed.setdefault(image.name, []).append(
+                (index, np.array([p.point3D_id for p in points], np.int64),
+                 np.array([p.xy for p in points], np.float64).reshape(-1, 2)))
+
+    def decode(name: str):
+        try:
+            return load_image(uris[name], max_image_size, storage_options)
+        except ImageReadError as error:
+            return f"{name}: {error.reason}"
+
+    samples = [([], []) for _ in models]  # per model: point ids, colours of all its observations
+    failed = []
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for name, image in zip(observed, pool.map(decode, observed)):
+            if isinstance(image, str):
+                failed.append(image)
+                continue
+            for index, point_ids, xy in observed[name]:
+                samples[index][0].append(point_ids)
+                samples[index][1].append(observation_colours(image.pixels, xy, image.scale_xy))
+    for rec, (point_ids, colours) in zip(models, samples):
+        if point_ids:
+            for point_id, colour in zip(*mean_colours(np.concatenate(point_ids), np.concatenate(colours))):
+                rec.point3D(int(point_id)).color = colour
+    return failed
 
 
 @stage_task("ingest")
@@ -58,65 +91,76 @@ def ingest(layout: OutputLayout, settings: Settings, source: str, storage_option
     for row in left_out:
         logger.warning("left out %s: %s", row.name, row.status)
     usable = len(rows) - len(left_out)
-    logger.info("ingest: %d files, %d usable, %d left out", len(rows), usable, len(left_out))
+    for row in rows:
+        if row.status == "ok" and row.focal_source.startswith("exif_rejected"):
+            logger.warning("EXIF focal length of %s not used (self-calibrated instead): %s", row.name,
+                           row.focal_source.split(": ", 1)[1])
+    sources = count_focal_sources(r.focal_source for r in rows if r.status == "ok")
+    logger.done("ingest: %d files, %d usable, %d left out; focal lengths: %s", len(rows), usable, len(left_out),
+                ", ".join(f"{n} {kind}" for kind, n in sources.items() if n) or "none")
     if usable < 2:
         raise NoUsableImages(f"{usable} usable image(s) in {source}: at least 2 are needed")
     return {"files": len(rows),
             "images": usable, "left_out": len(left_out)}
 
 
-@stage_task("features", ("max_image_size", "max_features"))
+@stage_task("features", ("max_image_size", "max_features", "features"))
 def extract_features(layout: OutputLayout, settings: Settings, storage_options: dict | None = None) -> dict:
-    """SIFT of every photo not in the store yet, one process per core (pycolmap's SIFT holds
-    the GIL), written to the store in the manifest's order as they come."""
+    """The local features (settings.features) of every photo not in the store yet, written to
+    the store in the manifest's order as they come: SIFT on one process per core (pycolmap's
+    SIFT holds the GIL), the learned kinds in torch on settings.device."""
     logger = stage_logger()
     rows = usable_rows(layout)
-    store = FeatureStore(str(layout.features))
+    store = FeatureStore(str(layout.features), settings.features)
     stored = settings.feature_settings()
     todo = [row for row in rows if not store.has(row.sha256, stored)]
     failed = 0
     workers = min(os.cpu_count() or 1, max(1, len(todo) // IMAGES_PER_PROCESS))
-    with feature_pool(workers, settings.max_features) as pool:
-        extracted = pool.map(extract_one, [(row.uri, settings.max_image_size, storage_options) for row in todo])
-        for row, result in zip(todo, StageProgress("features", len(todo), unit="images").track(extracted)):
+    jobs = [(row.uri, settings.max_image_size, storage_options) for row in todo]
+    with extracted_features(settings.features, jobs, workers, settings.max_features, settings.device) as extracted:
+        # track() outermost: zip(todo, track(...)) stops on `todo` before the last advance.
+        for row, result in StageProgress("features", len(todo), unit="images").track(zip(todo, extracted)):
             if isinstance(result, str):
                 # The probe passed but the full decode did not: go on without this photo.
                 logger.warning("no features for %s: %s", row.name, result)
-                result, failed = Features.empty(), failed + 1
+                result, failed = empty_features(settings.features), failed + 1
             store.write(row.sha256, result, stored)
-    logger.info("features: %d images computed, %d reused, %d unreadable", len(todo), len(rows) - len(todo), failed)
+    logger.done("features: %d images computed, %d reused, %d unreadable", len(todo), len(rows) - len(todo), failed)
     return {"computed": len(todo), "reused": len(rows) - len(todo), "unreadable": failed}
 
 
-@stage_task("matching", ("match_ratio", "min_inliers", "camera_model", "intrinsics", "retrieval_neighbours",
-                         "exhaustive_below"))
+@stage_task("matching", ("features", "match_ratio", "min_inliers", "camera_model", "intrinsics",
+                         "retrieval_neighbours", "exhaustive_below"))
 def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
     """Candidate pairs from retrieval (all pairs of a small collection), matched and verified.
 
-    One thread per core takes a pair at a time: matching in torch on settings.device, then
+    One thread per core takes a pair at a time: matching in torch on settings.device (SIFT:
+    mutual nearest neighbours and the ratio test; ALIKED: LightGlue; XFeat: LighterGlue), then
     pycolmap's RANSAC verification (both release the GIL). On the CPU each of those threads
     runs torch on one thread: a 2-thread matching beside 2 verifying threads oversubscribed
     the cores (kitchen's matching and verification: 86 s, against 64 s this way).
     """
     logger = stage_logger()
     rows = usable_rows(layout)
-    store = FeatureStore(str(layout.features))
+    store = FeatureStore(str(layout.features), settings.features)
     features = [store.read(r.sha256) for r in rows]
     initial = initial_cameras(rows, settings)
     cameras, camera_of_frame = initial.cameras, initial.camera_of_frame
     candidates = candidate_pairs([f.descriptors for f in features], settings.retrieval_neighbours,
                                  settings.exhaustive_below, device=settings.device)
 
-    # Pairs come sorted by their first image: a few unit descriptor sets at a time suffice.
+    matcher = make_matcher(settings.features, settings.match_ratio, settings.device)
+
+    # Pairs come sorted by their first image: a few images' prepared inputs at a time suffice.
     @functools.lru_cache(maxsize=64)
-    def descriptors(frame: int):
-        return normalise_descriptors(features[frame].descriptors, settings.device)
+    def prepared(frame: int):
+        return matcher.prepare(features[frame])
 
     options = verification_options(settings.min_inliers)
 
     def match_and_verify(pair: list[int]):
         i, j = pair
-        matches = match_mutual_nearest(descriptors(i), descriptors(j), settings.match_ratio)
+        matches = matcher(prepared(i), prepared(j))
         return verify_pair(i, j, features[i].keypoints, features[j].keypoints, matches,
                            cameras[camera_of_frame[i]], cameras[camera_of_frame[j]], options)
 
@@ -126,7 +170,7 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
         verified = [pair for pair in StageProgress("matching", len(candidates), unit="pairs").track(results)
                     if pair is not None]
     write_pairs(str(layout.pairs), verified, [r.image_id for r in rows])
-    logger.info("matching: %d of %d candidate pairs verified (%d images)", len(verified), len(candidates), len(rows))
+    logger.done("matching: %d of %d candidate pairs verified (%d images)", len(verified), len(candidates), len(rows))
     return {"pairs_matched": len(candidates), "pairs_verified": len(verified)}
 
 
@@ -159,7 +203,7 @@ def plan_chunk_groups(layout: OutputLayout, settings: Settings) -> dict:
     for name in unconnected:
         logger.warning("left out %s: no verified pair with any other image", name)
     sizes = [len(c.frames) for c in plan.chunks]
-    logger.info("chunking: %d chunk(s) of %s images (at most %d), %d image(s) with no verified pair",
+    logger.done("chunking: %d chunk(s) of %s images (at most %d), %d image(s) with no verified pair",
                 len(sizes), sizes, settings.chunk_size, len(unconnected))
     return {"chunks": len(sizes), "chunk_sizes": sizes, "unconnected": len(unconnected),
             "unconnected_images": unconnected}
@@ -196,27 +240,33 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
                     join.alignment, join.rotation_error_deg, join.center_error_rel, join.images_added,
                     join.points_added, join.points_joined)
     sizes = [m.reconstruction.num_reg_images() for m in merged]
-    logger.info("merge: %d chunk model(s) into %d model(s) of %s images", len(pieces), len(merged), sizes)
+    logger.done("merge: %d chunk model(s) into %d model(s) of %s images", len(pieces), len(merged), sizes)
     return {"chunk_models": len(pieces), "models": len(merged), "registered": sizes,
             "joins": [asdict(join) for join in joins]}
 
 
 @stage_task("export")
-def export(layout: OutputLayout, settings: Settings, source: str, storage_options: dict | None = None) -> dict:
+def export(layout: OutputLayout, settings: Settings, storage_options: dict | None = None) -> dict:
+    """The merged models, largest first, to sparse/<i> with their points coloured from the
+    photos as we decode them (any format ingest reads, EXIF-oriented; COLMAP's own reader
+    cannot open WebP and ignores orientation), and the largest to points.ply."""
     logger = stage_logger()
     models = [read_model(folder) for folder in model_dirs(layout.stage_models("merged"))]
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
-    with tempfile.TemporaryDirectory(prefix="landmark-sfm-images-") as scratch:
-        images = _image_folder(layout, source, storage_options, scratch) if models else None
-        fresh(layout.sparse)
-        for index, rec in enumerate(models):
-            rec.extract_colors_for_all_images(images)
-            write_model(rec, layout.sparse / str(index))
+    uncoloured = _colour_points(models, {r.name: r.uri for r in usable_rows(layout)}, settings.max_image_size,
+                                storage_options)
+    for reason in uncoloured:
+        logger.warning("export: no colours from %s", reason)
+    fresh(layout.sparse)
+    for index, rec in enumerate(models):
+        write_model(rec, layout.sparse / str(index))
     if models:
         models[0].export_PLY(str(layout.ply))
     summary = [{"model": f"sparse/{i}", "registered": m.num_reg_images(), "points": m.num_points3D(),
                 "mean_reprojection_error_px": round(float(m.compute_mean_reprojection_error()), 4),
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
-    logger.info("export: %d model(s) %s", len(models), [s["registered"] for s in summary])
-    return {"models": summary}
+    summary = [{**entry, **grades} for entry, grades in zip(summary, model_grades(layout, models))]
+    logger.done("export: %d model(s) %s, %d photo(s) gave no colours", len(models),
+                [s["registered"] for s in summary], len(uncoloured))
+    return {"models": summary, "uncoloured_images": len(uncoloured)}

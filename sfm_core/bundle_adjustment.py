@@ -52,18 +52,22 @@ class CeresBundleAdjuster:
         # scale Ceres's tolerances let a free focal length collapse all points onto the
         # cameras. A normalised scene (extent 10) keeps the problem well conditioned.
         rec.normalize()
-        if not settings.constant_cameras:
-            pycolmap.bundle_adjustment(rec, options)
-        else:
-            config = pycolmap.BundleAdjustmentConfig()
-            for image_id in rec.reg_image_ids():
-                config.add_image(image_id)
-            for camera_id in settings.constant_cameras:
-                if rec.exists_camera(camera_id):
-                    config.set_constant_cam_intrinsics(camera_id)
+        # Not pycolmap.bundle_adjustment: it builds a COLMAP OptionManager, which resets glog to
+        # print INFO to stderr in the whole process (--verbose is the user's switch for that).
+        # Without known cameras this is what it runs (COLMAP's BundleAdjustmentController).
+        config = pycolmap.BundleAdjustmentConfig()
+        for image_id in rec.reg_image_ids():
+            config.add_image(image_id)
+        for camera_id in settings.constant_cameras:
+            if rec.exists_camera(camera_id):
+                config.set_constant_cam_intrinsics(camera_id)
+        if settings.constant_cameras:
             config.fix_gauge(pycolmap.BundleAdjustmentGauge.THREE_POINTS)
-            pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
-            rec.update_point_3d_errors()  # the solver leaves the points' stored errors as they were
+        else:
+            pycolmap.ObservationManager(rec).filter_observations_with_negative_depth()
+            config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+        pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
+        rec.update_point_3d_errors()  # the solver leaves the points' stored errors as they were
         return float(rec.compute_mean_reprojection_error())
 
 

@@ -1,4 +1,5 @@
 """Local features: SIFT on a downscaled image, keypoints mapped back to full resolution.
+(The learned extractors, ALIKED and XFeat, are in sfm_core/learned_features.py.)
 
 Pixel coordinates follow COLMAP: the centre of the top-left pixel is (0.5, 0.5), so a
 keypoint found at x_small in the downscaled image lies at x_small * (W_full / W_small)
@@ -13,18 +14,30 @@ import pycolmap
 @dataclass
 class Features:
     keypoints: np.ndarray  # (N, 2) float32, full-resolution COLMAP pixel coordinates
-    scales: np.ndarray  # (N,) float32, SIFT scale in full-resolution pixels
-    descriptors: np.ndarray  # (N, 128) uint8, RootSIFT-normalised as COLMAP stores them
-    orientations: np.ndarray  # (N,) float32, SIFT orientation in radians (image axes: x right, y down)
+    scales: np.ndarray  # (N,) float32, keypoint scale in full-resolution pixels (learned: a fixed one)
+    # (N, 128) uint8 SIFT, RootSIFT-normalised as COLMAP stores them, or (N, D) float32 unit rows
+    # of a learned extractor (ALIKED D = 128, XFeat D = 64)
+    descriptors: np.ndarray
+    orientations: np.ndarray  # (N,) float32, orientation in radians (x right, y down; learned: 0)
+    # The image they were extracted from (the LightGlue matchers normalise keypoints by it):
+    image_size: tuple[int, int] = (0, 0)  # its (W, H) in pixels
+    scale_xy: tuple[float, float] = (1.0, 1.0)  # full-resolution size / its size, per axis
 
     @staticmethod
-    def empty() -> "Features":
-        return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.uint8),
+    def empty(descriptor_dim: int = 128, dtype=np.uint8) -> "Features":
+        return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, descriptor_dim), dtype),
                         np.zeros(0, np.float32))
+
+    def processing_keypoints(self) -> np.ndarray:
+        """(N, 2) float32 keypoints in the image they were extracted from, in the convention of
+        the learned extractors and LightGlue: the centre of the top-left pixel at (0, 0)."""
+        return (self.keypoints / np.asarray(self.scale_xy, np.float32) - 0.5).astype(np.float32)
 
 
 class SiftExtractor:
     """COLMAP's CPU SIFT (pycolmap), at most `max_features` detections per image."""
+
+    descriptor_dim, descriptor_dtype = 128, np.uint8
 
     def __init__(self, max_features: int = 4096):
         self.max_features = max_features
@@ -52,4 +65,6 @@ class SiftExtractor:
             scales=(matrix[:, 2] * (sx + sy) / 2).astype(np.float32),
             descriptors=descriptors,
             orientations=matrix[:, 3].astype(np.float32),
+            image_size=(rgb.shape[1], rgb.shape[0]),
+            scale_xy=(float(sx), float(sy)),
         )

@@ -72,3 +72,19 @@ def _two_nearest(queries: torch.Tensor, database: torch.Tensor,
     exact = (queries[:, None, :] * database[shortlist]).sum(-1)  # (N, S)
     similarity, order = exact.topk(2, dim=1)
     return shortlist.gather(1, order), similarity
+
+
+class MutualNearestMatcher:
+    """SIFT's matcher: mutual nearest neighbours with the ratio test, on `device`.
+    (The learned kinds' matchers, in sfm_core/learned_matching.py, have the same interface.)"""
+
+    def __init__(self, ratio: float = 0.8, device: str = "cpu"):
+        self.ratio, self.device = ratio, device
+
+    def prepare(self, features) -> torch.Tensor:
+        """One image's Features -> its (N, D) unit descriptors on the device, reused by its pairs."""
+        return normalise_descriptors(features.descriptors, self.device)
+
+    def __call__(self, prepared1: torch.Tensor, prepared2: torch.Tensor) -> np.ndarray:
+        """(K, 2) uint32 keypoint index pairs (into image 1, image 2)."""
+        return match_mutual_nearest(prepared1, prepared2, self.ratio)

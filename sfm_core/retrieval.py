@@ -1,7 +1,7 @@
-"""Image retrieval: which image pairs are worth matching, from the images' own SIFT features.
+"""Image retrieval: which image pairs are worth matching, from the images' own local features.
 
 No downloaded weights or vocabularies: a visual vocabulary is learned on the collection
-itself (spherical k-means on a sample of its RootSIFT descriptors), each image becomes one
+itself (spherical k-means on a sample of its descriptors, RootSIFT or learned), each image becomes one
 VLAD vector (residuals to the nearest word summed per word, power- and intra-normalised),
 and each image's most similar images become its candidate pairs. Small collections are
 matched exhaustively. Everything is batched torch on `device`, chunked so that memory stays
@@ -15,7 +15,7 @@ import torch
 
 from sfm_core.matching import normalise_descriptors
 
-NUM_WORDS = 64  # VLAD dimension is NUM_WORDS * 128
+NUM_WORDS = 64  # VLAD dimension is NUM_WORDS * D (the descriptor width)
 NUM_NEIGHBOURS = 10
 EXHAUSTIVE_BELOW = 30  # below this many images, all pairs
 SAMPLE_SIZE = 100_000  # descriptors the vocabulary is learned on
@@ -28,7 +28,8 @@ def candidate_pairs(descriptors: Sequence[np.ndarray], num_neighbours: int = NUM
                     seed: int = 0, device: str = "cpu") -> np.ndarray:
     """Image pairs to match: all pairs of a small collection, else retrieval's.
 
-    descriptors: one (K_i, 128) uint8 SIFT array per image. Returns (P, 2) int64 index pairs,
+    descriptors: one (K_i, D) array per image (uint8 SIFT or float32 learned descriptors, one
+    width for all). Returns (P, 2) int64 index pairs,
     i < j, unique, sorted.
     """
     if len(descriptors) < exhaustive_below:
@@ -47,7 +48,7 @@ def learn_vocabulary(descriptors: Sequence[np.ndarray], num_words: int = NUM_WOR
                      iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
     """Spherical k-means on a sample of the collection's descriptors.
 
-    descriptors: one (K_i, 128) uint8 array per image. Returns (W, 128) float32 unit rows on
+    descriptors: one (K_i, D) uint8 or float array per image. Returns (W, D) float32 unit rows on
     `device`, W = num_words, or fewer when the collection has fewer descriptors.
     Deterministic for a seed (on one device).
     """
@@ -70,9 +71,9 @@ def learn_vocabulary(descriptors: Sequence[np.ndarray], num_words: int = NUM_WOR
 
 
 def global_descriptors(descriptors: Sequence[np.ndarray], vocabulary: torch.Tensor) -> torch.Tensor:
-    """Centred VLAD of each image: (F, W * 128) float32 unit rows on the vocabulary's device.
+    """Centred VLAD of each image: (F, W * D) float32 unit rows on the vocabulary's device.
 
-    descriptors: one (K_i, 128) uint8 array per image; vocabulary: (W, 128) unit rows. Per
+    descriptors: one (K_i, D) uint8 or float array per image; vocabulary: (W, D) unit rows. Per
     word, the residuals of the descriptors assigned to it are summed, signed-square-rooted
     (so that repeated structures do not dominate) and L2-normalised (intra-normalisation, so
     that no word dominates); the concatenation is L2-normalised, then centred on the
@@ -84,7 +85,7 @@ def global_descriptors(descriptors: Sequence[np.ndarray], vocabulary: torch.Tens
     for first, chunk in _image_chunks(descriptors, CHUNK_ROWS):
         counts = torch.tensor([len(d) for d in chunk], device=vocabulary.device)
         image = torch.repeat_interleave(torch.arange(len(chunk), device=vocabulary.device), counts)
-        x = normalise_descriptors(np.concatenate(chunk), vocabulary.device)  # (N, 128)
+        x = normalise_descriptors(np.concatenate(chunk), vocabulary.device)  # (N, D)
         word = (x @ vocabulary.T).argmax(dim=1)
         residuals = x - vocabulary[word]
         cells = torch.zeros(len(chunk) * num_words, dim, device=vocabulary.device)
@@ -132,7 +133,7 @@ def retrieval_pairs(global_desc: torch.Tensor | np.ndarray, k: int = NUM_NEIGHBO
 
 
 def _sample(descriptors: Sequence[np.ndarray], sample_size: int, rng: np.random.Generator) -> np.ndarray:
-    """(<= sample_size, 128): the same share of every image, so each image is represented."""
+    """(<= sample_size, D): the same share of every image, so each image is represented."""
     quota = -(-sample_size // max(len(descriptors), 1))
     picked = [d if len(d) <= quota else d[np.sort(rng.choice(len(d), quota, replace=False))]
               for d in descriptors]

@@ -17,6 +17,11 @@ Memory
   1/4 or 1/8 size, so a 100-megapixel photo never exists at full size here.
 - Other formats decode at full size and are refused beyond MAX_DECODE_PIXELS.
 
+EXIF focal lengths are a prior, checked before they are trusted (_exif_focal_problem):
+`focal_source` says "exif" when the focal is used, "exif_rejected: <why>" when it is not
+(then focal_length_px is None and the camera is self-calibrated, as without EXIF), and
+"calibrated" when EXIF gives no focal length.
+
 Failures are reported with short human reasons (see the module constants and
 the messages in _open/_decode/_check_not_tiny): probe_image puts them in its
 `status`, load_image raises ImageReadError carrying them.
@@ -28,7 +33,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, TiffImagePlugin, UnidentifiedImageError
 
 from storage.uris import StorageError, is_local, local_path, read_bytes
 
@@ -59,6 +64,25 @@ _ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
 # FocalPlaneResolutionUnit -> millimetres per unit (2 = inch is the EXIF default).
 _MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
 
+# Plausible focal lengths, as a multiple of the image's long side. focal / long side equals
+# the full-frame-equivalent focal / 36 mm, so 0.3x is an 11 mm equivalent (the widest
+# rectilinear lenses: phone ultra-wides are 13-16 mm) and 25x a 900 mm one (a super-telephoto
+# or a bridge camera's long end). Outside that the EXIF is wrong, not the lens: the internet
+# collection of issue 18 had focals of 47,927 px on photos about 1,050 px wide.
+MIN_FOCAL_FACTOR = 0.3
+MAX_FOCAL_FACTOR = 25.0
+# Stored and EXIF aspect ratios further apart than rounding a resize to whole pixels can
+# explain (a relative 1 %, plus one pixel of the short side) mean a crop.
+ASPECT_TOLERANCE = 0.01
+# Software tags of editors that crop: with a size other than the camera's, an edited copy may
+# be a crop of the same aspect ratio, which no size comparison can tell from a resize.
+EDITORS = ("photoshop", "gimp", "lightroom", "snapseed", "instagram", "picasa", "pixelmator", "affinity",
+           "darktable", "rawtherapee", "capture one", "luminar", "vsco", "facetune", "photoscape", "paint.net",
+           "acdsee")
+FOCAL_FROM_EXIF = "exif"
+FOCAL_REJECTED = "exif_rejected"  # recorded as "exif_rejected: <why>"
+FOCAL_CALIBRATED = "calibrated"  # no usable EXIF focal: the view graph's self-calibration finds it
+
 
 class ImageReadError(Exception):
     """A photo cannot be used; `reason` is the short human reason."""
@@ -80,7 +104,8 @@ class ImageProbe:
     bytes: int | None
     width: int | None  # viewed (oriented) size
     height: int | None
-    focal_length_px: float | None  # at full resolution
+    focal_length_px: float | None  # at full resolution; None when absent or rejected
+    focal_source: str | None  # "exif", "exif_rejected: <why>" or "calibrated"
     exif_focal_mm: float | None
     camera_make: str | None
     camera_model: str | None
@@ -106,22 +131,25 @@ def probe_image(path: str, storage_options: dict | None = None) -> ImageProbe:
     `status`. Raises StorageError when the storage itself cannot be used
     (no credentials, endpoint unreachable): that is no fault of the photo."""
     sha256 = size = width = height = None
-    focal_px = focal_mm = make = model = None
+    focal_px = focal_source = focal_mm = make = model = None
     status = "ok"
     try:
         data = _read(path, storage_options)
         sha256, size = hashlib.sha256(data).hexdigest(), len(data)
         im = _open(data, path)
         ifd0, exif_ifd = _read_exif(im)
-        width, height = _viewed_size(im.size, _orientation(ifd0))
+        orientation = _orientation(ifd0)
+        width, height = _viewed_size(im.size, _pending_orientation(im, orientation))
+        stored = _viewed_size((width, height), orientation)  # swapping axes is its own inverse
         focal_mm = _positive(exif_ifd.get(_TAG.FocalLength))
-        focal_px = _focal_length_px(exif_ifd, im.size, focal_mm)
+        focal_px = _focal_length_px(exif_ifd, stored, focal_mm)
+        focal_px, focal_source = _checked_focal(focal_px, stored, ifd0, exif_ifd)
         make, model = _text(ifd0.get(_TAG.Make)), _text(ifd0.get(_TAG.Model))
         _check_not_tiny(width, height, path)
         _decode(im, path, _fit_long_side(im.size, PROBE_DECODE_SIDE))
     except ImageReadError as e:
         status = e.reason
-    return ImageProbe(path, sha256, size, width, height, focal_px, focal_mm, make, model, status)
+    return ImageProbe(path, sha256, size, width, height, focal_px, focal_source, focal_mm, make, model, status)
 
 
 def load_image(path: str, max_long_side: int, storage_options: dict | None = None) -> LoadedImage:
@@ -131,7 +159,7 @@ def load_image(path: str, max_long_side: int, storage_options: dict | None = Non
     if max_long_side < 1:
         raise ValueError(f"max_long_side must be >= 1, got {max_long_side}")
     im = _open(_read(path, storage_options), path)
-    orientation = _orientation(_read_exif(im)[0])
+    orientation = _pending_orientation(im, _orientation(_read_exif(im)[0]))
     width, height = _viewed_size(im.size, orientation)
     _check_not_tiny(width, height, path)
 
@@ -207,8 +235,9 @@ def _fit_long_side(size: tuple[int, int], max_long_side: int) -> tuple[int, int]
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode.startswith("I;16"):
-        # 16-bit greyscale: keep the top 8 bits; convert("RGB") would clip to white.
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        # 16-bit greyscale (Pillow reads a 16-bit PGM as "I", a PNG or TIFF as "I;16"): keep
+        # the top 8 bits; convert("RGB") would clip to white.
         im = im.point(lambda v: v / 256).convert("L")
     return im.convert("RGB")
 
@@ -225,6 +254,12 @@ def _read_exif(im: Image.Image) -> tuple[dict, dict]:
 def _orientation(ifd0: dict) -> int:
     value = ifd0.get(_TAG.Orientation, 1)
     return value if value in _ORIENTATION_TRANSPOSE else 1
+
+
+def _pending_orientation(im: Image.Image, orientation: int) -> int:
+    """The orientation left to apply to what Pillow decodes: its TIFF reader applies the
+    file's orientation itself and reports the viewed size, so a TIFF has none left."""
+    return 1 if isinstance(im, TiffImagePlugin.TiffImageFile) else orientation
 
 
 def _viewed_size(stored: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -246,6 +281,46 @@ def _focal_length_px(exif_ifd: dict, stored: tuple[int, int], focal_mm: float | 
     # (ExifImageWidth wide); a resized copy scales with its stored width.
     exif_width = _positive(exif_ifd.get(_TAG.ExifImageWidth)) or stored[0]
     return focal_mm * (x_res / mm_per_unit) * (stored[0] / exif_width)
+
+
+def _checked_focal(focal_px: float | None, stored: tuple[int, int], ifd0: dict,
+                   exif_ifd: dict) -> tuple[float | None, str]:
+    """(the focal to use or None, its focal_source) for an EXIF focal of `focal_px`."""
+    if focal_px is None:
+        return None, FOCAL_CALIBRATED
+    problem = _exif_focal_problem(focal_px, stored, ifd0, exif_ifd)
+    if problem:
+        return None, f"{FOCAL_REJECTED}: {problem}"
+    return focal_px, FOCAL_FROM_EXIF
+
+
+def _exif_focal_problem(focal_px: float, stored: tuple[int, int], ifd0: dict, exif_ifd: dict) -> str | None:
+    """Why an EXIF focal of `focal_px` (full-resolution pixels of the `stored` (w, h) grid)
+    cannot be trusted, or None. Checks the range, and signs that the file is not the camera's
+    frame: another aspect ratio than the EXIF pixel dimensions (a crop, after which the
+    35 mm-equivalent focal is off by the crop factor), or an editor's Software tag with another
+    size than the EXIF dimensions (possibly a crop of the same aspect ratio)."""
+    long_side = max(stored)
+    factor = focal_px / long_side
+    if not MIN_FOCAL_FACTOR <= factor <= MAX_FOCAL_FACTOR:
+        times = f"{factor:.0f}" if factor >= 10 else f"{factor:.2g}"
+        return (f"focal {focal_px:.0f} px is {times}x the long side ({long_side} px), outside "
+                f"{MIN_FOCAL_FACTOR}x-{MAX_FOCAL_FACTOR:.0f}x (11-900 mm full-frame equivalent)")
+    exif_size = (_positive(exif_ifd.get(_TAG.ExifImageWidth)), _positive(exif_ifd.get(_TAG.ExifImageHeight)))
+    if not all(exif_size):
+        return None  # nothing to compare the stored size with
+    exif_w, exif_h = int(exif_size[0]), int(exif_size[1])
+    # Cameras write the dimensions before or after rotating: compare sizes regardless of orientation.
+    stored_aspect, exif_aspect = max(stored) / min(stored), max(exif_w, exif_h) / min(exif_w, exif_h)
+    if abs(stored_aspect / exif_aspect - 1) > ASPECT_TOLERANCE + 1 / min(stored):
+        return (f"cropped: stored {stored[0]}x{stored[1]} (aspect {stored_aspect:.2f}) against EXIF "
+                f"{exif_w}x{exif_h} (aspect {exif_aspect:.2f}), focal {focal_px:.0f} px")
+    software = _text(ifd0.get(_TAG.Software))
+    editor = software and next((e for e in EDITORS if e in software.lower()), None)
+    if editor and sorted(stored) != sorted((exif_w, exif_h)):
+        return (f"edited ({software!r}) to {stored[0]}x{stored[1]} from EXIF {exif_w}x{exif_h}: "
+                f"possibly cropped, focal {focal_px:.0f} px")
+    return None
 
 
 def _positive(value) -> float | None:

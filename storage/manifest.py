@@ -11,7 +11,11 @@ a photo was left out. Schema (MANIFEST_SCHEMA):
     bytes            int64    file size; null if the file could not be read
     width            int32    viewed (EXIF-oriented) width in pixels; null if not an image
     height           int32    viewed (EXIF-oriented) height in pixels; null if not an image
-    focal_length_px  float64  focal length in full-resolution pixels from EXIF; null if unknown
+    focal_length_px  float64  focal length in full-resolution pixels from EXIF; null if unknown or rejected
+    focal_source     string   where the focal length comes from: "exif", "exif_rejected: <why>" or
+                              "calibrated" (none usable in EXIF: self-calibrated); null if not an image.
+                              "known" (a camera of --intrinsics) is resolved where cameras are built
+                              (flows.stage_io.focal_sources), as ingest's key leaves out the intrinsics
     exif_focal_mm    float64  EXIF FocalLength in mm; null if absent
     camera_make      string   EXIF Make; null if absent
     camera_model     string   EXIF Model; null if absent
@@ -42,6 +46,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("focal_length_px", pa.float64()),
+        pa.field("focal_source", pa.string()),
         pa.field("exif_focal_mm", pa.float64()),
         pa.field("camera_make", pa.string()),
         pa.field("camera_model", pa.string()),
@@ -62,6 +67,7 @@ class ManifestRow:
     width: int | None
     height: int | None
     focal_length_px: float | None
+    focal_source: str | None
     exif_focal_mm: float | None
     camera_make: str | None
     camera_model: str | None
@@ -91,6 +97,7 @@ def build_manifest(root: str, files: list[str], storage_options: dict | None = N
                 width=probe.width,
                 height=probe.height,
                 focal_length_px=probe.focal_length_px,
+                focal_source=probe.focal_source,
                 exif_focal_mm=probe.exif_focal_mm,
                 camera_make=probe.camera_make,
                 camera_model=probe.camera_model,

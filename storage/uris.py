@@ -314,33 +314,3 @@ def sync_up(local_dir, uri: str, storage_options: dict | None = None, paths: lis
         state.files[relative] = (*local[relative], stamps.get(relative, ""))
     state.save()
     return {"uploaded": len(changed), "deleted": len(gone), "unchanged": len(local) - len(changed)}
-
-
-def materialize(files: dict[str, str], folder, storage_options: dict | None = None) -> Path:
-    """Make `folder/<name>` the file at each URI or path of {name: uri}: local files are
-    linked (copied where links fail), remote ones downloaded. For tools that want one folder
-    of images (pycolmap's extract_colors_for_all_images)."""
-    folder = Path(folder)
-    remote: dict[str, list[tuple[str, str]]] = {}
-    for name, uri in files.items():
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        if is_local(uri):
-            source = os.path.abspath(local_path(uri))
-            try:
-                os.symlink(source, target)
-            except OSError:
-                import shutil
-
-                shutil.copyfile(source, target)
-        else:
-            remote.setdefault(protocol_of(uri), []).append((uri, str(target)))
-    for entries in remote.values():
-        fs, _ = filesystem(entries[0][0], storage_options)
-        try:
-            fs.get([fs._strip_protocol(u) for u, _ in entries], [t for _, t in entries])
-        except Exception as error:
-            raise storage_error(entries[0][0], "download", error) from error
-    return folder

@@ -63,6 +63,11 @@ def test_outputs_and_report(run_with_junk):
         assert stage["status"] == "ran" and stage["seconds"] >= 0
     assert written["stages"]["features"]["computed"] == 12
     assert written["totals"]["registered"] == 12
+    # The model grades itself, at the top and per model; the rendered photos carry no EXIF focal.
+    assert written["verdict"] == {"status": "ok", "reasons": []}
+    assert written["stages"]["export"]["models"][0]["verdict"] == written["verdict"]
+    assert written["totals"]["undetermined"] == 0
+    assert written["totals"]["focal_sources"] == {"exif": 0, "exif_rejected": 0, "calibrated": 12, "known": 0}
     # Binary model with pycolmap 4's rig and frame files beside the classic three.
     assert {"cameras.bin", "images.bin", "points3D.bin", "rigs.bin", "frames.bin"} <= {p.name for p in (out / "sparse" / "0").iterdir()}
     ply = (out / "points.ply").read_bytes()
@@ -85,7 +90,7 @@ def test_missing_or_empty_source_is_a_one_line_error(tmp_path):
 
 
 def test_eval_prints_the_protocol_keys(scene_with_junk):
-    result = _cli("eval", str(scene_with_junk / "gt"), str(scene_with_junk / "gt"))
+    result = _cli("eval", str(scene_with_junk / "gt"), str(scene_with_junk / "gt"), "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert set(metrics) == {"registered", "reference_images", "auc@3", "auc@5", "auc@10", "auc@30",

@@ -82,7 +82,7 @@ def source(tmp_path_factory):
     noise_image(400, 300, seed=6).save(
         root / "focal_plane.jpg",
         # 400 px/cm = 40 px/mm on a camera writing 800 px wide images; this copy is 400 wide.
-        exif=exif_with({}, {TAG.FocalLength: 5.0, TAG.FocalPlaneXResolution: 400.0,
+        exif=exif_with({}, {TAG.FocalLength: 20.0, TAG.FocalPlaneXResolution: 400.0,
                             TAG.FocalPlaneResolutionUnit: 3, TAG.ExifImageWidth: 800}),
     )
     (root / ".DS_Store").write_bytes(b"\x00junk")
@@ -170,8 +170,8 @@ def test_focal_length_from_exif(rows):
     assert focal.focal_length_px == pytest.approx(28 / 36 * 400)
     assert focal.exif_focal_mm == pytest.approx(4.25)
     assert (focal.camera_make, focal.camera_model) == ("TestCam", "T1")
-    # 5 mm * 40 px/mm = 200 px at the camera's 800 px width; this copy is half as wide.
-    assert rows["focal_plane.jpg"].focal_length_px == pytest.approx(100.0)
+    # 20 mm * 40 px/mm = 800 px at the camera's 800 px width; this copy is half as wide.
+    assert rows["focal_plane.jpg"].focal_length_px == pytest.approx(400.0)
     assert rows["a.jpg"].focal_length_px is None and rows["a.jpg"].camera_make is None
 
 
@@ -235,3 +235,76 @@ def test_large_jpeg_loads_with_bounded_memory(tmp_path):
     assert is_colour(result["corner"], RED) and is_colour(result["centre"], BLUE)
     assert result["status"] == "ok" and result["size"] == [12000, 9000]
     assert result["peak_growth_mb"] < 300
+
+
+def exif_photo(path, size, focal_35mm, exif_size=None, software=None):
+    """A noise JPEG of `size` whose EXIF gives a 35 mm-equivalent focal, optionally the camera's
+    pixel dimensions (ExifImageWidth/Height) and a Software tag."""
+    details = {TAG.FocalLengthIn35mmFilm: focal_35mm, TAG.FocalLength: round(focal_35mm / 7.0, 2)}
+    if exif_size:
+        details.update({TAG.ExifImageWidth: exif_size[0], TAG.ExifImageHeight: exif_size[1]})
+    noise_image(*size, seed=sum(size) + focal_35mm).save(
+        path, exif=exif_with({TAG.Software: software} if software else {}, details))
+
+
+def test_focal_source_says_where_the_focal_comes_from_and_why_exif_is_rejected(tmp_path):
+    exif_photo(tmp_path / "plain.jpg", (400, 300), 28)  # 0.78x the long side: a phone's main lens
+    exif_photo(tmp_path / "resized.jpg", (400, 300), 50, exif_size=(4000, 3000))  # a scaled-down copy
+    exif_photo(tmp_path / "absurd.jpg", (400, 300), 1600)  # 44x the long side
+    exif_photo(tmp_path / "cropped.jpg", (400, 200), 35, exif_size=(4032, 3024))
+    exif_photo(tmp_path / "edited.jpg", (400, 300), 35, exif_size=(4000, 3000),
+               software="Adobe Photoshop 25.1 (Macintosh)")
+    exif_photo(tmp_path / "edited_full_size.jpg", (400, 300), 35, exif_size=(400, 300), software="GIMP 2.10.34")
+    noise_image(400, 300, seed=9).save(tmp_path / "no_exif.jpg")
+    (tmp_path / "broken.jpg").write_text("not a photo")
+    rows = {r.name: r for r in build_manifest(str(tmp_path), list_image_files(str(tmp_path)))}
+
+    assert rows["plain.jpg"].focal_source == "exif"
+    assert rows["plain.jpg"].focal_length_px == pytest.approx(28 / 36 * 400)
+    assert rows["resized.jpg"].focal_source == "exif"
+    assert rows["resized.jpg"].focal_length_px == pytest.approx(50 / 36 * 400)
+    assert rows["edited_full_size.jpg"].focal_source == "exif"
+    assert rows["no_exif.jpg"].focal_source == "calibrated" and rows["no_exif.jpg"].focal_length_px is None
+    assert rows["broken.jpg"].focal_source is None
+
+    # A rejected focal is not used (the camera is self-calibrated) and the reason names it.
+    rejected = {name: rows[name] for name in ("absurd.jpg", "cropped.jpg", "edited.jpg")}
+    for name, row in rejected.items():
+        assert row.status == "ok", name
+        assert row.focal_length_px is None, name
+        assert row.focal_source.startswith("exif_rejected: "), name
+    assert rows["absurd.jpg"].focal_source == (
+        "exif_rejected: focal 17778 px is 44x the long side (400 px), outside 0.3x-25x "
+        "(11-900 mm full-frame equivalent)")
+    assert rows["cropped.jpg"].focal_source.startswith(
+        "exif_rejected: cropped: stored 400x200 (aspect 2.00) against EXIF 4032x3024 (aspect 1.33)")
+    assert "'Adobe Photoshop 25.1 (Macintosh)'" in rows["edited.jpg"].focal_source
+    assert "possibly cropped" in rows["edited.jpg"].focal_source
+
+
+def test_focal_range_follows_real_lenses(tmp_path):
+    # 12 mm (an ultra-wide) and 800 mm (a super-telephoto) equivalents pass; 8 mm and 1000 mm do not.
+    for focal in (8, 12, 800, 1000):
+        exif_photo(tmp_path / f"f{focal:04d}.jpg", (600, 400), focal)
+    sources = {r.name: r.focal_source.split(":")[0]
+               for r in build_manifest(str(tmp_path), list_image_files(str(tmp_path)))}
+    assert sources == {"f0008.jpg": "exif_rejected", "f0012.jpg": "exif", "f0800.jpg": "exif",
+                       "f1000.jpg": "exif_rejected"}
+
+
+def test_known_intrinsics_override_the_recorded_focal_source(tmp_path):
+    from flows.stage_io import count_focal_sources, focal_sources  # imports Prefect and torch: only here
+
+    exif_photo(tmp_path / "exif.jpg", (400, 300), 28)
+    exif_photo(tmp_path / "absurd.jpg", (600, 400), 1600)
+    noise_image(400, 300, seed=9).save(tmp_path / "no_exif.jpg")
+    noise_image(500, 300, seed=8).save(tmp_path / "other.jpg")
+    rows = build_manifest(str(tmp_path), list_image_files(str(tmp_path)))
+    recorded = [r.focal_source.split(":")[0] for r in rows]
+    assert recorded == ["exif_rejected", "exif", "calibrated", "calibrated"]
+    # Photos of a --intrinsics camera's size take it, whatever ingest recorded.
+    sources = focal_sources(rows, ["PINHOLE 400 300 350 350 200 150"])
+    assert [s.split(":")[0] for s in sources] == ["exif_rejected", "known", "known", "calibrated"]
+    assert count_focal_sources(sources) == {"exif": 0, "exif_rejected": 1, "calibrated": 1, "known": 2}
+    assert count_focal_sources(r.focal_source for r in rows) == {"exif": 1, "exif_rejected": 1, "calibrated": 2,
+                                                                  "known": 0}

@@ -61,4 +61,5 @@ def test_the_flow_keeps_known_intrinsics(tmp_path, prefect_api):
 
     model = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse" / "0"))
     assert report["totals"]["registered"] == 8 and list(report["settings"]["intrinsics"]) == [spec]
+    assert report["totals"]["focal_sources"] == {"exif": 0, "exif_rejected": 0, "calibrated": 0, "known": 8}
     assert [(c.model.name, list(c.params)) for c in model.cameras.values()] == [("PINHOLE", list(truth.cameras[1].params))]

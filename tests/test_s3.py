@@ -25,7 +25,7 @@ from storage.images import load_image, probe_image
 from storage.manifest import build_manifest, read_manifest
 from storage.sources import SourceError, image_names, list_image_files, listing_fingerprint
 from storage.synthetic_io import load_package_textures, write_scene
-from storage.uris import StorageError, materialize, read_bytes, sync_down, sync_up
+from storage.uris import StorageError, read_bytes, sync_down, sync_up
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
@@ -202,13 +202,6 @@ def test_reading_photos_and_the_manifest_through_s3(scene, s3_env):
     assert rows["img_002.jpg"].uri == uri and rows["img_002.jpg"].status == "ok"
     assert rows["gone.jpg"].status == "cannot read file (does not exist)"
     assert rows["gone.jpg"].image_id is None
-
-
-def test_materialize_fetches_photos_into_one_folder(scene, s3_env, tmp_path):
-    folder = materialize({"a/img_001.jpg": "s3://landmark/scene/images/img_001.jpg",
-                          "img_002.jpg": str(scene / "images" / "img_002.jpg")}, tmp_path / "images")
-    assert (folder / "a" / "img_001.jpg").read_bytes() == (scene / "images" / "img_001.jpg").read_bytes()
-    assert (folder / "img_002.jpg").read_bytes() == (scene / "images" / "img_002.jpg").read_bytes()
 
 
 # ------------------------------------------------------------------------------ mirroring

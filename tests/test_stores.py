@@ -29,10 +29,13 @@ def random_features(rng, n: int) -> Features:
         scales=rng.uniform(1, 10, n).astype(np.float32),
         descriptors=rng.integers(0, 256, (n, 128)).astype(np.uint8),
         orientations=rng.uniform(-np.pi, np.pi, n).astype(np.float32),
+        image_size=(1000, 750),
+        scale_xy=(1.5, 1.5),
     )
 
 
 def assert_features_equal(a: Features, b: Features) -> None:
+    assert (a.image_size, a.scale_xy) == (b.image_size, b.scale_xy)
     for name in ("keypoints", "scales", "descriptors", "orientations"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape, name
@@ -49,12 +52,12 @@ def test_feature_store_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     path = str(tmp_path / "features.zarr")
     features = {"a" * 64: random_features(rng, 50), "b" * 64: random_features(rng, 0)}
-    store = FeatureStore(path)
+    store = FeatureStore(path, "sift")
     for sha, f in features.items():
         assert not store.has(sha, SETTINGS)
         store.write(sha, f, SETTINGS)
 
-    reopened = FeatureStore(path)  # a later run
+    reopened = FeatureStore(path, "sift")  # a later run
     for sha, f in features.items():
         assert reopened.has(sha, SETTINGS)
         assert_features_equal(reopened.read(sha), f)
@@ -63,7 +66,7 @@ def test_feature_store_round_trip(tmp_path):
 
 
 def test_feature_store_has_depends_on_settings(tmp_path):
-    store = FeatureStore(str(tmp_path / "features.zarr"))
+    store = FeatureStore(str(tmp_path / "features.zarr"), "sift")
     store.write("a" * 64, random_features(np.random.default_rng(1), 10), SETTINGS)
     assert store.has("a" * 64, dict(SETTINGS))
     assert not store.has("a" * 64, {**SETTINGS, "max_features": 2048})
@@ -73,22 +76,22 @@ def test_feature_store_has_depends_on_settings(tmp_path):
 
 def test_feature_store_ignores_group_without_complete_flag(tmp_path):
     path = str(tmp_path / "features.zarr")
-    store = FeatureStore(path)
+    store = FeatureStore(path, "sift")
     sha = "d" * 64
     store.write(sha, random_features(np.random.default_rng(2), 10), SETTINGS)
     # A run killed between the arrays and the attrs: arrays there, no "complete".
-    group = zarr.open_group(path, mode="a")[sha]
+    group = zarr.open_group(path, mode="a")["sift"][sha]
     del group.attrs["complete"]
-    assert not FeatureStore(path).has(sha, SETTINGS)
+    assert not FeatureStore(path, "sift").has(sha, SETTINGS)
     # And a group whose attrs were never written at all.
-    bare = zarr.open_group(path, mode="a").create_group("e" * 64)
+    bare = zarr.open_group(path, mode="a")["sift"].create_group("e" * 64)
     bare.create_array("keypoints", data=np.zeros((3, 2), np.float32))
-    assert not FeatureStore(path).has("e" * 64, SETTINGS)
+    assert not FeatureStore(path, "sift").has("e" * 64, SETTINGS)
 
 
 def test_feature_store_rewrite_replaces(tmp_path):
     rng = np.random.default_rng(3)
-    store = FeatureStore(str(tmp_path / "features.zarr"))
+    store = FeatureStore(str(tmp_path / "features.zarr"), "sift")
     store.write("f" * 64, random_features(rng, 40), {**SETTINGS, "max_features": 8192})
     smaller = random_features(rng, 7)
     store.write("f" * 64, smaller, SETTINGS)

@@ -1,0 +1,29 @@
+"""The export's self-grading of the models (sfm_core.verdict), as report.json carries it."""
+import pycolmap
+
+from flows.layout import OutputLayout
+from flows.stage_io import stage_logger, usable_rows
+from sfm_core.verdict import grade_model
+
+
+def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction]) -> list[dict]:
+    """Per model, for its entry in report.json: "verdict" {"status": "ok" | "suspect",
+    "reasons": [...]}, "registered" (its images whose pose is determined: the others are not
+    counted as registered), "undetermined" {name: why} and the figures the verdict read."""
+    # Every usable photo counts, those with no verified pair too: a model that leaves out
+    # most of the collection does not reconstruct it, whatever the reason.
+    photos = len(usable_rows(layout))
+    logger = stage_logger()
+    grades = []
+    for index, rec in enumerate(models):
+        verdict = grade_model(rec, photos)
+        for grade in verdict.images:
+            if not grade.determined:
+                logger.warning("sparse/%d: pose of %s not determined: %s", index, grade.name, grade.why)
+        logger.info("verdict of sparse/%d: %s%s", index, verdict.status,
+                    "".join(f"\n  - {reason}" for reason in verdict.reasons))
+        grades.append({"verdict": {"status": verdict.status, "reasons": verdict.reasons},
+                       "registered": verdict.registered,
+                       "undetermined": {g.name: g.why for g in verdict.images if not g.determined},
+                       "median_triangulation_angle_deg": verdict.median_triangulation_angle_deg})
+    return grades
