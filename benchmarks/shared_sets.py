@@ -32,7 +32,8 @@ def run_set(folder: Path, out: Path, options: dict) -> dict:
     truth = next((folder / name for name in ("gt", "reference") if (folder / name).is_dir()), None)
     row = {"set": folder.name, "truth": truth.name if truth else "none", "images": report["totals"]["images"],
            "registered": report["totals"]["registered"], "models": report["totals"]["models"],
-           "reproj_px": report["totals"]["mean_reprojection_error_px"], "seconds": round(seconds, 1)}
+           "reproj_px": report["totals"]["mean_reprojection_error_px"], "seconds": round(seconds, 1),
+           "verdict": report["verdict"]["status"]}
     if truth and (out / "sparse" / "0").is_dir():
         accuracy = evaluate_model_dirs(out / "sparse" / "0", truth)
         row.update({k: accuracy[k] for k in ("auc@3", "auc@5", "auc@10")},
@@ -55,7 +56,8 @@ def main() -> None:
     for name in names:
         rows.append(run_set(data / name, workdir / name, args.options))
         print(json.dumps(rows[-1]), flush=True)
-    columns = ["set", "truth", "registered", "auc@3", "auc@5", "auc@10", "reproj_px", "track_length", "seconds"]
+    columns = ["set", "truth", "registered", "auc@3", "auc@5", "auc@10", "reproj_px", "track_length", "verdict",
+               "seconds"]
     print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
         print("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row.get(c), float) and c.startswith("auc")
