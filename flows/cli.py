@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
-        set_verbose()  # before the imports below load pycolmap
+        set_verbose()  # for pycolmap in this process and every process the run starts
     from storage.images import ImageReadError
     from storage.sources import SourceError
     from storage.uris import StorageError

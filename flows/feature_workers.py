@@ -74,7 +74,7 @@ def _prefetched(jobs: list[tuple]) -> Iterator[Features | str]:
 
 def _start(kind: str, max_features: int, device: str) -> None:
     global _extractor
-    if kind == "sift":  # SIFT's processes need not import torch and the learned models
+    if kind == "sift":  # SIFT's processes need not load the learned models
         _extractor = SiftExtractor(max_features)
         return
     from sfm_core.learned_features import make_extractor

@@ -1,6 +1,8 @@
 """The pipeline's settings, with their defaults in one place."""
 from dataclasses import asdict, dataclass
 
+from sfm_core.learned_features import FEATURE_KINDS
+
 # Neighbouring chunks share this many images at least: a Sim(3) needs 3 registered in both,
 # and one more leaves room for an image that one of the chunks fails to register.
 MIN_CHUNK_OVERLAP = 4
@@ -15,9 +17,8 @@ def chunk_overlap_for(chunk_size: int) -> int:
     return max(MIN_CHUNK_OVERLAP, min(Settings.chunk_overlap, chunk_size // 4))
 
 
-# What a feature kind's stored features were computed with, beyond the settings.
+# What each feature kind's stored features were computed with, beyond the settings.
 _EXTRACTOR_VERSIONS = {"sift": "sift-oriented", "aliked": "aliked-n16", "xfeat": "xfeat"}
-FEATURE_KINDS = tuple(_EXTRACTOR_VERSIONS)
 
 
 @dataclass(frozen=True)

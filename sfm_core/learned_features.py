@@ -17,7 +17,6 @@ import torch
 
 from sfm_core.features import Features, SiftExtractor
 
-FEATURE_KINDS = ("sift", "aliked", "xfeat")
 ALIKED_MODEL = "aliked-n16"  # the ALIKED that LightGlue's 'aliked' weights were trained on
 
 
@@ -73,6 +72,7 @@ class XFeatExtractor:
 
 
 EXTRACTORS = {"sift": SiftExtractor, "aliked": AlikedExtractor, "xfeat": XFeatExtractor}
+FEATURE_KINDS = tuple(EXTRACTORS)
 
 
 def make_extractor(kind: str, max_features: int = 4096, device: str = "cpu"):

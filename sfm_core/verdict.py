@@ -27,6 +27,8 @@ import pycolmap
 import scipy.sparse
 import scipy.sparse.csgraph
 
+from sfm_core.focal_range import MAX_FOCAL_FACTOR, MIN_FOCAL_FACTOR
+
 GRID = 4  # the image is cut into GRID x GRID cells to measure how its observations spread
 
 
@@ -44,7 +46,7 @@ class VerdictRules:
     (fewer than about one point in five seen by a third photo: a chain of two-view models that no
     third view checks; this pipeline's right models measured 2.36-3.37 on the shared photo
     sets, two-photo models 2.0), when any camera's focal length is
-    outside focal_range (as a multiple of its long side; storage.images' 0.3x-25x, the 11-900 mm
+    outside focal_range (as a multiple of its long side; sfm_core.focal_range's 0.3x-25x, the 11-900 mm
     full-frame equivalents of real lenses), or when more than max_left_out_share of the
     collection's usable photos are not determined in it (such a model does not reconstruct the
     collection: scored against a truth of those photos, a model missing 10 % of them loses
@@ -57,7 +59,7 @@ class VerdictRules:
     max_undetermined_share: float = 0.1
     min_model_angle_deg: float = 1.5
     min_mean_track_length: float = 2.2
-    focal_range: tuple[float, float] = (0.3, 25.0)
+    focal_range: tuple[float, float] = (MIN_FOCAL_FACTOR, MAX_FOCAL_FACTOR)
     max_left_out_share: float = 0.1
 
 

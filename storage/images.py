@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, TiffImagePlugin, UnidentifiedImageError
 
+from sfm_core.focal_range import MAX_FOCAL_FACTOR, MIN_FOCAL_FACTOR
 from storage.uris import StorageError, is_local, local_path, read_bytes
 
 MAX_DECODE_PIXELS = 200_000_000
@@ -64,13 +65,6 @@ _ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
 # FocalPlaneResolutionUnit -> millimetres per unit (2 = inch is the EXIF default).
 _MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
 
-# Plausible focal lengths, as a multiple of the image's long side. focal / long side equals
-# the full-frame-equivalent focal / 36 mm, so 0.3x is an 11 mm equivalent (the widest
-# rectilinear lenses: phone ultra-wides are 13-16 mm) and 25x a 900 mm one (a super-telephoto
-# or a bridge camera's long end). Outside that the EXIF is wrong, not the lens: the internet
-# collection of issue 18 had focals of 47,927 px on photos about 1,050 px wide.
-MIN_FOCAL_FACTOR = 0.3
-MAX_FOCAL_FACTOR = 25.0
 # Stored and EXIF aspect ratios further apart than rounding a resize to whole pixels can
 # explain (a relative 1 %, plus one pixel of the short side) mean a crop.
 ASPECT_TOLERANCE = 0.01
