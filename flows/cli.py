@@ -6,6 +6,7 @@ import sys
 
 from flows.environment import set_verbose
 from flows.settings import FEATURE_KINDS, Settings, chunk_overlap_for
+from sfm_core.synthetic import NUISANCES
 
 DEFAULTS = Settings()
 
@@ -127,7 +128,12 @@ def cmd_demo(args) -> int:
 
 def cmd_synth(args) -> int:
     from flows.synth import make_collection
-    made = make_collection(args.out, args.n, args.distractors, args.seed)
+    nuisances = tuple(n.strip() for n in args.nuisances.split(",") if n.strip()) if args.nuisances else ()
+    try:
+        made = make_collection(args.out, args.n, args.distractors, args.seed, nuisances=nuisances)
+    except ValueError as error:
+        print(f"landmark-sfm synth: {error}", file=sys.stderr)
+        return 2
     print(f"{made['images']} photos of the landmark and {made['distractors']} distractors in {made['folder']}, "
           f"exact cameras in {made['truth']} ({made['seconds']} s)")
     return 0
@@ -170,7 +176,8 @@ EXAMPLES = {
     "eval": ["landmark-sfm eval out/sparse/0 reference/", "landmark-sfm eval out/sparse/0 reference/ --json"],
     "serve": ["landmark-sfm serve /srv/photos --out /srv/sfm/site --cron '0 2 * * *'"],
     "demo": ["landmark-sfm demo", "landmark-sfm demo --n-cameras 10 --out /tmp/demo"],
-    "synth": ["landmark-sfm synth --n 40 --distractors 5 --out scene/"],
+    "synth": ["landmark-sfm synth --n 40 --distractors 5 --out scene/",
+              "landmark-sfm synth --n 150 --nuisances no-exif --out no_exif/"],
     "train": ["landmark-sfm train --out refiner.pt", "landmark-sfm train --out refiner.pt --resume"],
 }
 
@@ -233,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="folder: images/, gt/ (COLMAP text model), distractors.txt")
     synth.add_argument("--distractors", type=int, default=0, help="photos of something else (default 0)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--nuisances", default="", metavar="LIST",
+                       help=f"comma-separated, of {', '.join(NUISANCES)}: no-exif writes no EXIF (focal lengths "
+                            "still vary); crops makes every photo a crop of its frame resized, keeping the "
+                            "frame's EXIF (its focal length then reads 0.56-0.95 of the true one)")
     synth.set_defaults(handler=cmd_synth)
 
     train = _command(commands, "train", "train the learned track refiner (about 25 minutes on 2 cores)")

@@ -6,17 +6,30 @@ Writes `<out>/images/` (the scene's photos `img_<k>.jpg` and the unrelated ones
 model: PINHOLE, world-to-camera poses) and `<out>/distractors.txt` (their names). The scene's photos carry EXIF as a phone writes it (a
 model per image size, the 35 mm-equivalent focal length in whole millimetres). The demo,
 the chunking tests and benchmarks/scale.py use it.
+
+Nuisances of real collections (`nuisances`, `synth --nuisances`):
+- "no-exif": no EXIF at all; the focal lengths still vary from photo to photo, as do the
+  image sizes (a few sizes for many cameras).
+- "crops": every photo is a window of its camera's frame (CROP_KEPT of its width, anywhere in
+  it) resized to a standard size, keeping the frame's EXIF (one of CAMERA_MODELS, the frame's
+  4x larger pixel dimensions): read as the stored photo's, its focal length is 0.56-0.95 of
+  the true one. The truth in gt/ is the stored photo's camera (principal point off-centre).
 """
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sfm_core.synthetic import COLLECTION_IMAGE_SIZES, build_landmark, collection_cameras, render_distractor, \
-    render_view
+import numpy as np
+
+from sfm_core.synthetic import COLLECTION_IMAGE_SIZES, NUISANCES, build_landmark, collection_cameras, cropped_camera, \
+    render_distractor, render_view
 from storage.synthetic_io import cameras_reconstruction, load_package_textures, write_jpeg
 
 _landmark = None  # each rendering process builds the landmark once
+# Camera models named in the EXIF of cropped photos: dozens, as in a real collection.
+CAMERA_MODELS = tuple(f"phone {k:02d}" for k in range(31))
+_FRAME_SCALE = 4  # a cropped photo's camera frame is this many times its stored size
 
 
 def _init_worker(seed: int) -> None:
@@ -24,17 +37,38 @@ def _init_worker(seed: int) -> None:
     _landmark = build_landmark(load_package_textures(), seed=seed)
 
 
-def _render_photo(intrinsics, pose, path: str) -> None:
-    write_jpeg(render_view(_landmark, intrinsics, pose), path, focal_px=intrinsics[0])
+def _render_photo(intrinsics, pose, path: str, exif: dict | None) -> None:
+    """exif: write_jpeg's focal_px, frame_size and model; None for a photo without EXIF."""
+    write_jpeg(render_view(_landmark, intrinsics, pose), path, **(exif or {}))
+
+
+def _photo_exif(intrinsics, nuisances, rng: np.random.Generator) -> tuple[tuple, dict | None]:
+    """(the stored photo's intrinsics, its EXIF for _render_photo) under `nuisances`."""
+    if "no-exif" in nuisances:
+        return intrinsics, None
+    if "crops" not in nuisances:
+        return intrinsics, {"focal_px": intrinsics[0]}
+    stored, kept = cropped_camera(intrinsics, rng)
+    width, height = intrinsics[4:]
+    # The frame's EXIF, as the camera wrote it: its focal length in frame pixels, scaled.
+    return stored, {"focal_px": intrinsics[0] * _FRAME_SCALE, "frame_size": (width * _FRAME_SCALE, height * _FRAME_SCALE),
+                    "model": CAMERA_MODELS[rng.integers(len(CAMERA_MODELS))]}
 
 
 def _render_distractor(size, seed: int, path: str) -> None:
     write_jpeg(render_distractor(size, seed), path)
 
 
-def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, workers: int | None = None) -> dict:
+def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, workers: int | None = None,
+                    nuisances: tuple[str, ...] = ()) -> dict:
     """Render n photos of the landmark from cameras all around it, and `distractors` photos of
-    nothing in it, into `out`. Deterministic for a seed. Returns counts, folders and seconds."""
+    nothing in it, into `out`, with `nuisances` (of NUISANCES; see the module docstring).
+    Deterministic for a seed. Returns counts, folders and seconds."""
+    unknown = set(nuisances) - set(NUISANCES)
+    if unknown:
+        raise ValueError(f"unknown nuisance(s) {', '.join(sorted(unknown))}: choose from {', '.join(NUISANCES)}")
+    if {"no-exif", "crops"} <= set(nuisances):
+        raise ValueError("crops keep their EXIF: they cannot be combined with no-exif")
     started = time.perf_counter()
     root = Path(out)
     images = root / "images"
@@ -44,10 +78,12 @@ def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, worke
     distractor_names = [f"distractor_{k:0{width}d}.jpg" for k in range(distractors)]
     landmark = build_landmark(load_package_textures(), seed=seed)
     intrinsics, poses = collection_cameras(landmark, n, seed=seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    intrinsics, exifs = zip(*[_photo_exif(k, nuisances, rng) for k in intrinsics]) if n else ((), ())
     workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(seed,)) as pool:
-        jobs = [pool.submit(_render_photo, k, pose, str(images / name))
-                for name, k, pose in zip(names, intrinsics, poses)]
+        jobs = [pool.submit(_render_photo, k, pose, str(images / name), exif)
+                for name, k, pose, exif in zip(names, intrinsics, poses, exifs)]
         jobs += [pool.submit(_render_distractor, COLLECTION_IMAGE_SIZES[k % len(COLLECTION_IMAGE_SIZES)],
                              seed * 100_003 + k, str(images / name)) for k, name in enumerate(distractor_names)]
         for job in jobs:

@@ -496,6 +496,28 @@ def collection_cameras(landmark: Landmark, n_cameras: int, seed: int = 0,
     return _place_cameras(centre, azimuth, distance, height, hfov, sizes, spec.target_jitter, rng)
 
 
+# Nuisances of real collections that `synth --nuisances` can add (see flows/synth.py).
+NUISANCES = ("no-exif", "crops")
+# Fraction of the frame's width that a cropped photo keeps: its EXIF focal length, read as if
+# it were the full frame, is this fraction of the true one.
+CROP_KEPT = (0.56, 0.95)
+
+
+def cropped_camera(intrinsics: tuple, rng: np.random.Generator) -> tuple[tuple, float]:
+    """A photo cropped after the shot (a window of the frame, same aspect, anywhere in it)
+    and resized back to the frame's size.
+
+    intrinsics: (fx, fy, cx, cy, w, h), COLMAP pixel convention. Returns the intrinsics of
+    the stored photo (focal lengths scaled by 1 / kept, principal point moved with the
+    window) and the fraction kept: the camera's EXIF, written for the full frame, then gives
+    a focal length of kept x the true one at the stored size."""
+    fx, fy, cx, cy, w, h = intrinsics
+    kept = float(rng.uniform(*CROP_KEPT))
+    # The window's top-left corner in frame pixels; the stored photo scales it by 1 / kept.
+    x0, y0 = rng.uniform(0, (1 - kept) * w), rng.uniform(0, (1 - kept) * h)
+    return (fx / kept, fy / kept, (cx - x0) / kept, (cy - y0) / kept, w, h), kept
+
+
 def render_distractor(size: tuple[int, int], seed: int) -> np.ndarray:
     """(height, width, 3) uint8: a photo of nothing in the scene, unlike every other distractor.
 

@@ -54,18 +54,24 @@ SYNTHETIC_MAKE = "landmark-sfm"
 _CROP_FACTOR = 5.6  # a small sensor: the lens's true focal length is the equivalent one / 5.6
 
 
-def write_jpeg(img: np.ndarray, path: str | Path, quality: int = 92, focal_px: float | None = None) -> None:
-    """(H, W, 3) uint8 RGB to a JPEG file; with focal_px (full-resolution pixels), EXIF as a
-    camera writes it: Make, Model (one per image size), FocalLength and FocalLengthIn35mmFilm."""
+def write_jpeg(img: np.ndarray, path: str | Path, quality: int = 92, focal_px: float | None = None,
+               frame_size: tuple[int, int] | None = None, model: str | None = None) -> None:
+    """(H, W, 3) uint8 RGB to a JPEG file; with focal_px (full-resolution pixels of a `frame_size`
+    (w, h) frame, default the image's), EXIF as a camera writes it: Make, Model (one per frame
+    size, or `model`), FocalLength, FocalLengthIn35mmFilm and the frame's pixel dimensions. A photo
+    cropped and resized after the shot keeps the EXIF of its frame: pass that frame's focal and size."""
     exif = Image.Exif()
     if focal_px is not None:
         height, width = img.shape[:2]
+        width, height = frame_size or (width, height)
         exif[ExifTags.Base.Make] = SYNTHETIC_MAKE
-        exif[ExifTags.Base.Model] = f"synthetic {width}x{height}"
+        exif[ExifTags.Base.Model] = model or f"synthetic {width}x{height}"
         focal_35mm = round(focal_px / max(width, height) * 36.0)
         details = exif.get_ifd(ExifTags.IFD.Exif)
         details[ExifTags.Base.FocalLengthIn35mmFilm] = focal_35mm
         details[ExifTags.Base.FocalLength] = round(focal_35mm / _CROP_FACTOR, 2)
+        details[ExifTags.Base.ExifImageWidth] = width
+        details[ExifTags.Base.ExifImageHeight] = height
     Image.fromarray(img).save(path, quality=quality, exif=exif)
 
 

@@ -197,3 +197,47 @@ def test_collection_has_exact_cameras_exif_focals_and_distractors(tmp_path):
 
     main(["synth", "--n", "5", "--distractors", "2", "--out", str(tmp_path / "b"), "--seed", "3"])
     assert all((images / n).read_bytes() == (tmp_path / "b" / "images" / n).read_bytes() for n in names)
+
+
+def test_a_cropped_camera_sees_its_window_of_the_frame_across_the_whole_photo():
+    from sfm_core.synthetic import CROP_KEPT, cropped_camera
+
+    frame = (700.0, 700.0, 400.0, 300.0, 800, 600)
+    rng = np.random.default_rng(0)
+    directions = np.random.default_rng(1).normal(size=(50, 3)) + [0, 0, 4]
+    for _ in range(20):
+        (fx, fy, cx, cy, w, h), kept = cropped_camera(frame, rng)
+        assert CROP_KEPT[0] <= kept <= CROP_KEPT[1] and (w, h) == (800, 600)
+        in_frame = frame[0] * directions[:, :2] / directions[:, 2:] + frame[2:4]
+        in_photo = np.array([fx, fy]) * directions[:, :2] / directions[:, 2:] + [cx, cy]
+        # The photo is the window [x0, x0 + kept w] x [y0, y0 + kept h] of the frame, scaled by 1 / kept.
+        corner = in_frame - in_photo * kept
+        assert np.allclose(corner, corner[0])
+        assert 0 <= corner[0, 0] <= (1 - kept) * w and 0 <= corner[0, 1] <= (1 - kept) * h
+
+
+def test_nuisances_remove_exif_or_crop_photos_keeping_their_frames_exif(tmp_path):
+    from flows.cli import main
+    from flows.synth import CAMERA_MODELS
+    from sfm_core.synthetic import CROP_KEPT
+    from storage.images import probe_image
+
+    assert main(["synth", "--n", "4", "--nuisances", "no-exif", "--out", str(tmp_path / "plain")]) == 0
+    truth = pycolmap.Reconstruction(str(tmp_path / "plain" / "gt"))
+    assert len({camera.params[0] for camera in truth.cameras.values()}) == 4  # focal lengths still vary
+    for image in truth.images.values():
+        probe = probe_image(str(tmp_path / "plain" / "images" / image.name))
+        assert (probe.focal_length_px, probe.camera_model, probe.focal_source) == (None, None, "calibrated")
+
+    assert main(["synth", "--n", "6", "--nuisances", "crops", "--out", str(tmp_path / "crops")]) == 0
+    truth = pycolmap.Reconstruction(str(tmp_path / "crops" / "gt"))
+    for image in truth.images.values():
+        camera = truth.cameras[image.camera_id]
+        probe = probe_image(str(tmp_path / "crops" / "images" / image.name))
+        # Nothing in the file gives the crop away: the EXIF focal passes ingest's checks, and is wrong.
+        assert probe.focal_source == "exif" and probe.camera_model in CAMERA_MODELS
+        assert CROP_KEPT[0] - 0.02 <= probe.focal_length_px / camera.params[0] <= CROP_KEPT[1] + 0.02
+        assert (camera.params[2], camera.params[3]) != (camera.width / 2, camera.height / 2)
+
+    assert main(["synth", "--n", "2", "--nuisances", "no-exif,crops", "--out", str(tmp_path / "x")]) == 2
+    assert main(["synth", "--n", "2", "--nuisances", "night", "--out", str(tmp_path / "x")]) == 2
