@@ -92,7 +92,7 @@ def _stage_folder(layout: OutputLayout, stage: str, chunk: Chunk):
     return layout.stage_models(stage) / chunk_name(chunk)
 
 
-@stage_task("cameras", ("camera_model", "intrinsics"), run_name="cameras-chunk-{chunk.index}")
+@stage_task("cameras", ("camera_model", "shared_cameras", "intrinsics"), run_name="cameras-chunk-{chunk.index}")
 def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dict:
     """All cameras of each connected group of the chunk posed jointly (the best of a few starts)."""
     inputs = load_chunk(layout, settings, chunk)

@@ -6,6 +6,7 @@ import sys
 
 from flows.environment import set_verbose
 from flows.settings import FEATURE_KINDS, Settings, chunk_overlap_for
+from sfm_core.cameras import SHARED_CAMERAS
 from sfm_core.synthetic import NUISANCES
 
 DEFAULTS = Settings()
@@ -21,6 +22,10 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                              "or xfeat (LighterGlue) (default %(default)s)")
     parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
                         help="COLMAP camera model (default %(default)s)")
+    parser.add_argument("--shared-cameras", default=DEFAULTS.shared_cameras, choices=list(SHARED_CAMERAS),
+                        help="exif: photos share a camera only when their EXIF names the same camera and focal "
+                             "length; size: also photos of one size without EXIF, e.g. the frames of one video "
+                             "(default %(default)s)")
     parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres", "theseus"],
                         help="bundle adjustment solver (default %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device,
@@ -42,7 +47,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 def _flow_kwargs(args) -> dict:
     return {"max_image_size": args.max_image_size, "max_features": args.max_features, "features": args.features,
-            "camera_model": args.camera_model, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
+            "camera_model": args.camera_model, "shared_cameras": args.shared_cameras, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
             "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
             "intrinsics": args.intrinsics}

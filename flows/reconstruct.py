@@ -36,7 +36,7 @@ STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "tr
 
 @flow(name="reconstruct", log_prints=True)
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096, features: str = "sift",
-                camera_model: str = "SIMPLE_RADIAL", bundle_adjuster: str = "ceres",
+                camera_model: str = "SIMPLE_RADIAL", shared_cameras: str = "exif", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
                 track_refinement: str = "correlation", refiner_weights: str | None = None,
                 intrinsics: list[str] | None = None, storage_options: dict | None = None) -> dict:
@@ -51,7 +51,8 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
     for spec in intrinsics or ():
         parse_camera_spec(spec)  # likewise a malformed camera
     settings = Settings(max_image_size=max_image_size, max_features=max_features, features=features,
-                        camera_model=camera_model, bundle_adjuster=bundle_adjuster, device=device,
+                        camera_model=camera_model, shared_cameras=shared_cameras, bundle_adjuster=bundle_adjuster,
+                        device=device,
                         chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
                         intrinsics=tuple(intrinsics or ()),
                         track_refinement="learned" if refiner_weights else track_refinement,

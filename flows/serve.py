@@ -37,7 +37,7 @@ def serve_reconstruction(source: str, out: str, cron: str = DEFAULT_CRON, name: 
     """Serve the flow as deployment 'reconstruct/<name>', run on `cron` (in `timezone`) with
     source and out as its default parameters (a run may override them), and execute its runs
     in this process, at most `limit` at a time, until interrupted. `settings`: the flow's other
-    parameters (max_image_size, max_features, camera_model, bundle_adjuster, device, chunk_size,
+    parameters (max_image_size, max_features, camera_model, shared_cameras, bundle_adjuster, device, chunk_size,
     dask_address).
 
     Needs a Prefect server (PREFECT_API_URL): a temporary one would vanish with its schedule."""

@@ -1,6 +1,7 @@
 """The pipeline's settings, with their defaults in one place."""
 from dataclasses import asdict, dataclass
 
+from sfm_core.cameras import SHARED_CAMERAS
 from sfm_core.learned_features import FEATURE_KINDS
 
 # Neighbouring chunks share this many images at least: a Sim(3) needs 3 registered in both,
@@ -38,6 +39,9 @@ class Settings:
     refiner_weights: str | None = None  # the learned refiner's weights file ("learned")
     refiner_sha256: str | None = None  # its content, for the checkpoint keys
     camera_model: str = "SIMPLE_RADIAL"
+    # "exif": photos share a camera only when their EXIF names the same camera and focal
+    # length; "size": also photos of one size without EXIF (sfm_core.cameras.camera_groups).
+    shared_cameras: str = "exif"
     intrinsics: tuple[str, ...] = ()  # known cameras, "MODEL WIDTH HEIGHT PARAMS...": photos of their size use them, fixed
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of feature extraction (learned kinds) and matching: "cpu", "cuda", "cuda:1"
@@ -45,6 +49,8 @@ class Settings:
     def __post_init__(self):
         if self.features not in FEATURE_KINDS:
             raise ValueError(f"unknown features {self.features!r}: choose one of {', '.join(FEATURE_KINDS)}")
+        if self.shared_cameras not in SHARED_CAMERAS:
+            raise ValueError(f"unknown shared_cameras {self.shared_cameras!r}: choose one of {', '.join(SHARED_CAMERAS)}")
 
     def as_dict(self) -> dict:
         return asdict(self)

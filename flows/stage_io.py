@@ -51,7 +51,7 @@ def initial_cameras(rows, settings: Settings) -> InitialCameras:
     sizes = [(r.width, r.height) for r in rows]
     cameras, camera_of_frame = cameras_for_images(
         sizes, [(r.camera_make, r.camera_model) for r in rows], [r.focal_length_px for r in rows],
-        settings.camera_model)
+        settings.camera_model, settings.shared_cameras)
     return with_known_intrinsics(cameras, camera_of_frame, sizes,
                                  [parse_camera_spec(spec) for spec in settings.intrinsics])
 

@@ -129,7 +129,7 @@ def extract_features(layout: OutputLayout, settings: Settings, storage_options: 
     return {"computed": len(todo), "reused": len(rows) - len(todo), "unreadable": failed}
 
 
-@stage_task("matching", ("features", "match_ratio", "min_inliers", "camera_model", "intrinsics",
+@stage_task("matching", ("features", "match_ratio", "min_inliers", "camera_model", "shared_cameras", "intrinsics",
                          "retrieval_neighbours", "exhaustive_below"))
 def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
     """Candidate pairs from retrieval (all pairs of a small collection), matched and verified.

@@ -427,7 +427,8 @@ def test_view_graph_calibration_finds_the_focal_length(rendered_views):
     n = len(images)
     extract = SiftExtractor(1024)
     features = [extract(image, (1.0, 1.0)) for image in images]
-    cameras, camera_of_frame = cameras_for_images([(width, height)] * n, [(None, None)] * n, [None] * n)
+    cameras, camera_of_frame = cameras_for_images([(width, height)] * n, [(None, None)] * n, [None] * n,
+                                                  shared="size")  # the frames of one camera
     assert len(cameras) == 1
     guess = cameras[0].focal_length
     assert guess == DEFAULT_FOCAL_FACTOR * max(width, height)

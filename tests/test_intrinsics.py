@@ -63,3 +63,20 @@ def test_the_flow_keeps_known_intrinsics(tmp_path, prefect_api):
     assert report["totals"]["registered"] == 8 and list(report["settings"]["intrinsics"]) == [spec]
     assert report["totals"]["focal_sources"] == {"exif": 0, "exif_rejected": 0, "calibrated": 0, "known": 8}
     assert [(c.model.name, list(c.params)) for c in model.cameras.values()] == [("PINHOLE", list(truth.cameras[1].params))]
+
+
+def test_photos_share_a_camera_only_when_their_exif_names_the_same_one():
+    from flows.settings import Settings
+    from sfm_core.cameras import camera_groups
+
+    sizes = [(640, 480)] * 3 + [(800, 600)] * 3
+    exif = [("A", "x"), ("A", "x"), ("B", "y"), (None, None), (None, None), ("A", "x")]
+    focals = [500.0, 500.0, 500.0, None, None, 500.0]
+    # One size is no evidence of one camera: without an EXIF focal each photo calibrates its own.
+    assert camera_groups(sizes, exif, focals) == [0, 0, 1, 2, 3, 4]
+    # "size" (the frames of one video): photos of one size without EXIF share.
+    assert camera_groups(sizes, exif, focals, "size") == [0, 0, 1, 2, 2, 3]
+    with pytest.raises(ValueError, match="unknown shared_cameras 'all'"):
+        camera_groups(sizes, exif, focals, "all")
+    with pytest.raises(ValueError, match="choose one of exif, size"):
+        Settings(shared_cameras="video")
