@@ -23,9 +23,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
                         help="COLMAP camera model (default %(default)s)")
     parser.add_argument("--shared-cameras", default=DEFAULTS.shared_cameras, choices=list(SHARED_CAMERAS),
-                        help="exif: photos share a camera only when their EXIF names the same camera and focal "
-                             "length; size: also photos of one size without EXIF, e.g. the frames of one video "
-                             "(default %(default)s)")
+                        help="size: photos of one size without EXIF share a camera (one camera's photos, "
+                             "the frames of a video); exif: a camera per photo unless their EXIF names the same "
+                             "camera and focal length (internet photos of many cameras) (default %(default)s)")
     parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres", "theseus"],
                         help="bundle adjustment solver (default %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device,

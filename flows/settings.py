@@ -39,9 +39,9 @@ class Settings:
     refiner_weights: str | None = None  # the learned refiner's weights file ("learned")
     refiner_sha256: str | None = None  # its content, for the checkpoint keys
     camera_model: str = "SIMPLE_RADIAL"
-    # "exif": photos share a camera only when their EXIF names the same camera and focal
-    # length; "size": also photos of one size without EXIF (sfm_core.cameras.camera_groups).
-    shared_cameras: str = "exif"
+    # "size": photos of one size without EXIF share a camera; "exif": a camera each unless
+    # their EXIF names the same camera and focal length (sfm_core.cameras.camera_groups).
+    shared_cameras: str = "size"
     intrinsics: tuple[str, ...] = ()  # known cameras, "MODEL WIDTH HEIGHT PARAMS...": photos of their size use them, fixed
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of feature extraction (learned kinds) and matching: "cpu", "cuda", "cuda:1"

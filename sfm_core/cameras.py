@@ -18,20 +18,23 @@ def initial_camera(camera_id: int, width: int, height: int, focal_px: float | No
 
 
 # How photos come to share a camera (Settings.shared_cameras):
-# "exif": only when their EXIF names the same camera and focal length, at the same size;
-# "size": also photos of one size without an EXIF focal length (the frames of one video).
+# "size": as "exif", and photos of one size without an EXIF focal length share one (the
+#   frames of one video; the default until sharing is decided by the view graph: with a
+#   camera per photo, pipes fell from AUC@3 0.94 to 0.26 and temple_sparse_ring 0.80 to 0.73);
+# "exif": only photos whose EXIF names the same camera and focal length, at the same size.
 SHARED_CAMERAS = ("exif", "size")
 
 
 def camera_groups(sizes: list[tuple[int, int]], makes_models: list[tuple[str | None, str | None]],
-                  focals: list[float | None], shared: str = "exif") -> list[int]:
+                  focals: list[float | None], shared: str = "size") -> list[int]:
     """Index of the shared camera of each image.
 
     Images share intrinsics when they have the same size, the same EXIF camera and the same
-    EXIF focal length: photos from one camera and lens setting. A photo without an EXIF focal
-    length calibrates a camera of its own, unless `shared` is "size": internet photos come in
-    a few standard sizes, so the same size is no evidence of the same camera (150 synthetic
-    photos without EXIF: AUC@5 0.18 with a camera per size, 0.99 with one per photo).
+    EXIF focal length: photos from one camera and lens setting. Photos without an EXIF focal
+    length share one camera per size when `shared` is "size", and calibrate one each when it
+    is "exif": internet photos come in a few standard sizes, so the same size is no evidence
+    of the same camera (150 synthetic photos without EXIF: AUC@5 0.18 with a camera per size,
+    0.99 with one per photo).
     """
     if shared not in SHARED_CAMERAS:
         raise ValueError(f"unknown shared_cameras {shared!r}: choose one of {', '.join(SHARED_CAMERAS)}")
@@ -42,7 +45,7 @@ def camera_groups(sizes: list[tuple[int, int]], makes_models: list[tuple[str | N
 
 def cameras_for_images(sizes: list[tuple[int, int]], makes_models: list[tuple[str | None, str | None]],
                        focals: list[float | None], model: str = "SIMPLE_RADIAL",
-                       shared: str = "exif") -> tuple[list[pycolmap.Camera], list[int]]:
+                       shared: str = "size") -> tuple[list[pycolmap.Camera], list[int]]:
     """The distinct initial cameras (ids 1..K) and the camera index of each image (camera_groups)."""
     groups = camera_groups(sizes, makes_models, focals, shared)
     cameras = []
