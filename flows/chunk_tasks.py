@@ -100,14 +100,26 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
     out = fresh(_stage_folder(layout, "cameras", chunk))
     components = pose_graph_components(len(inputs.rows), inputs.pairs)
     posed = []
+    # A photo whose shared camera is split takes the id after the collection's cameras given by
+    # its place in the collection: the same in every chunk, so that chunk models merge.
+    own_camera_ids = ([len(inputs.cameras) + 1 + f for f in chunk.frames] if settings.shared_cameras == "auto"
+                      else None)
+    split = []
     for frames in components:
-        group_cameras = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames,
-                                                inputs.constant_camera_ids)
+        calibrated = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames,
+                                             inputs.constant_camera_ids, own_camera_ids=own_camera_ids)
+        split += [test for test in calibrated.sharing_tests if test.split]
+        for test in calibrated.sharing_tests:
+            stage_logger().info("cameras %s: %d photos of camera %d %s (their pairs: statistic %s over %d pairs, "
+                                "own focal lengths %.1f %% from the shared one at the median)", chunk_name(chunk),
+                                test.photos, test.camera_id, "calibrate one each" if test.split else "share it",
+                                "too few pairs" if test.statistic is None else f"{test.statistic:.2f}", test.pairs,
+                                100 * (np.exp(test.spread) - 1))
         in_group = set(frames)
-        group_pairs = relative_poses(group_cameras, inputs.camera_of_frame, inputs.keypoints,
+        group_pairs = relative_poses(calibrated.cameras, calibrated.camera_of_frame, inputs.keypoints,
                                      [p for p in inputs.pairs if p.index1 in in_group])
         rec = initialize_poses_best_of(
-            lambda: new_reconstruction([r.name for r in inputs.rows], group_cameras, inputs.camera_of_frame,
+            lambda: new_reconstruction([r.name for r in inputs.rows], calibrated.cameras, calibrated.camera_of_frame,
                                        inputs.keypoints, frames), group_pairs, keypoint_index)
         if rec is None:
             stage_logger().warning("camera initialisation failed for a group of %d images of %s",
@@ -116,9 +128,11 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
         write_model(rec, out / str(len(posed)))
         posed.append(rec.num_reg_images())
     unconnected = len(inputs.rows) - sum(len(c) for c in components)
-    stage_logger().done("cameras %s: %d images posed jointly in %d group(s) %s; %d with no relative pose",
-                        chunk_name(chunk), sum(posed), len(posed), posed, unconnected)
-    return {"groups": len(posed), "posed": sum(posed), "unconnected": unconnected}
+    stage_logger().done("cameras %s: %d images posed jointly in %d group(s) %s; %d with no relative pose; "
+                        "%d shared camera(s) split into one per photo", chunk_name(chunk), sum(posed), len(posed),
+                        posed, unconnected, len(split))
+    return {"groups": len(posed), "posed": sum(posed), "unconnected": unconnected,
+            "cameras_split": len(split), "photos_given_own_camera": sum(test.photos for test in split)}
 
 
 @stage_task("triangulation", run_name="triangulation-chunk-{chunk.index}")

@@ -23,9 +23,10 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
                         help="COLMAP camera model (default %(default)s)")
     parser.add_argument("--shared-cameras", default=DEFAULTS.shared_cameras, choices=list(SHARED_CAMERAS),
-                        help="size: photos of one size without EXIF share a camera (one camera's photos, "
-                             "the frames of a video); exif: a camera per photo unless their EXIF names the same "
-                             "camera and focal length (internet photos of many cameras) (default %(default)s)")
+                        help="auto: photos of one size without EXIF share a camera unless their verified "
+                             "pairs say they are not one camera; size: they always share one (one camera's "
+                             "photos, the frames of a video); exif: a camera per photo unless their EXIF names "
+                             "the same camera and focal length (default %(default)s)")
     parser.add_argument("--ba", dest="bundle_adjuster", default=DEFAULTS.bundle_adjuster, choices=["ceres", "theseus"],
                         help="bundle adjustment solver (default %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device,
@@ -135,7 +136,8 @@ def cmd_synth(args) -> int:
     from flows.synth import make_collection
     nuisances = tuple(n.strip() for n in args.nuisances.split(",") if n.strip()) if args.nuisances else ()
     try:
-        made = make_collection(args.out, args.n, args.distractors, args.seed, nuisances=nuisances)
+        made = make_collection(args.out, args.n, args.distractors, args.seed, nuisances=nuisances,
+                               one_camera=args.one_camera)
     except ValueError as error:
         print(f"landmark-sfm synth: {error}", file=sys.stderr)
         return 2
@@ -249,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated, of {', '.join(NUISANCES)}: no-exif writes no EXIF (focal lengths "
                             "still vary); crops makes every photo a crop of its frame resized, keeping the "
                             "frame's EXIF (its focal length then reads 0.56-0.95 of the true one)")
+    synth.add_argument("--one-camera", action="store_true",
+                       help="every photo from one camera (800x600, 55 degrees across) instead of each with its "
+                            "own field of view and one of six sizes")
     synth.set_defaults(handler=cmd_synth)
 
     train = _command(commands, "train", "train the learned track refiner (about 25 minutes on 2 cores)")

@@ -36,7 +36,7 @@ STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "tr
 
 @flow(name="reconstruct", log_prints=True)
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096, features: str = "sift",
-                camera_model: str = "SIMPLE_RADIAL", shared_cameras: str = "size", bundle_adjuster: str = "ceres",
+                camera_model: str = "SIMPLE_RADIAL", shared_cameras: str = "auto", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
                 track_refinement: str = "correlation", refiner_weights: str | None = None,
                 intrinsics: list[str] | None = None, storage_options: dict | None = None) -> dict:

@@ -39,9 +39,10 @@ class Settings:
     refiner_weights: str | None = None  # the learned refiner's weights file ("learned")
     refiner_sha256: str | None = None  # its content, for the checkpoint keys
     camera_model: str = "SIMPLE_RADIAL"
-    # "size": photos of one size without EXIF share a camera; "exif": a camera each unless
-    # their EXIF names the same camera and focal length (sfm_core.cameras.camera_groups).
-    shared_cameras: str = "size"
+    # "auto": photos of one size without EXIF share a camera unless the view graph says they
+    # are not one camera; "size": they share it untested; "exif": a camera each unless their
+    # EXIF names the same camera and focal length (sfm_core.cameras.camera_groups).
+    shared_cameras: str = "auto"
     intrinsics: tuple[str, ...] = ()  # known cameras, "MODEL WIDTH HEIGHT PARAMS...": photos of their size use them, fixed
     bundle_adjuster: str = "ceres"
     device: str = "cpu"  # torch device of feature extraction (learned kinds) and matching: "cpu", "cuda", "cuda:1"

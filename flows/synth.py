@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sfm_core.synthetic import COLLECTION_IMAGE_SIZES, NUISANCES, build_landmark, collection_cameras, cropped_camera, \
-    render_distractor, render_view
+from sfm_core.synthetic import COLLECTION_IMAGE_SIZES, NUISANCES, ONE_CAMERA, build_landmark, collection_cameras, \
+    cropped_camera, render_distractor, render_view
 from storage.synthetic_io import cameras_reconstruction, load_package_textures, write_jpeg
 
 _landmark = None  # each rendering process builds the landmark once
@@ -60,10 +60,11 @@ def _render_distractor(size, seed: int, path: str) -> None:
 
 
 def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, workers: int | None = None,
-                    nuisances: tuple[str, ...] = ()) -> dict:
+                    nuisances: tuple[str, ...] = (), one_camera: bool = False) -> dict:
     """Render n photos of the landmark from cameras all around it, and `distractors` photos of
-    nothing in it, into `out`, with `nuisances` (of NUISANCES; see the module docstring).
-    Deterministic for a seed. Returns counts, folders and seconds."""
+    nothing in it, into `out`, with `nuisances` (of NUISANCES; see the module docstring); with
+    `one_camera`, all taken with one camera (ONE_CAMERA), else each with its own field of view
+    and one of a few sizes. Deterministic for a seed. Returns counts, folders and seconds."""
     unknown = set(nuisances) - set(NUISANCES)
     if unknown:
         raise ValueError(f"unknown nuisance(s) {', '.join(sorted(unknown))}: choose from {', '.join(NUISANCES)}")
@@ -77,7 +78,7 @@ def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, worke
     names = [f"img_{k:0{width}d}.jpg" for k in range(n)]
     distractor_names = [f"distractor_{k:0{width}d}.jpg" for k in range(distractors)]
     landmark = build_landmark(load_package_textures(), seed=seed)
-    intrinsics, poses = collection_cameras(landmark, n, seed=seed + 1)
+    intrinsics, poses = collection_cameras(landmark, n, seed=seed + 1, **({"spec": ONE_CAMERA} if one_camera else {}))
     rng = np.random.default_rng(seed + 2)
     intrinsics, exifs = zip(*[_photo_exif(k, nuisances, rng) for k in intrinsics]) if n else ((), ())
     workers = workers or os.cpu_count() or 1

@@ -12,11 +12,14 @@ def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction]) ->
     counted as registered), "undetermined" {name: why} and the figures the verdict read."""
     # Every usable photo counts, those with no verified pair too: a model that leaves out
     # most of the collection does not reconstruct it, whatever the reason.
-    photos = len(usable_rows(layout))
+    rows = usable_rows(layout)
+    photos = len(rows)
+    # The focal lengths the cameras started from, where EXIF gave them (ingest accepted it).
+    exif_focals = {r.name: r.focal_length_px for r in rows if r.focal_source == "exif" and r.focal_length_px}
     logger = stage_logger()
     grades = []
     for index, rec in enumerate(models):
-        verdict = grade_model(rec, photos)
+        verdict = grade_model(rec, photos, exif_focals=exif_focals)
         for grade in verdict.images:
             if not grade.determined:
                 logger.warning("sparse/%d: pose of %s not determined: %s", index, grade.name, grade.why)

@@ -7,32 +7,70 @@ calibration); each pair's relative pose is then estimated again from its inliers
 calibrated cameras (essential matrix, LO-RANSAC). pycolmap's calibration takes a COLMAP
 database, so one is written to a private temporary folder and thrown away.
 """
-import copy as copy_module
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 
+from sfm_core.camera_sharing import SharingTest, split_unshared_cameras
+from sfm_core.focal_search import FOCAL_RANGE, search_focal_lengths
 from sfm_core.verification import VerifiedPair
 
 
+@dataclass
+class CalibratedCameras:
+    cameras: list[pycolmap.Camera]  # the distinct cameras
+    camera_of_frame: list[int]  # index into cameras, per frame
+    sharing_tests: list[SharingTest]  # one per shared camera tested (split_unshared_cameras)
+
+
 def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: list[int], pairs: list[VerifiedPair],
-                            frames: list[int], constant_ids: tuple[int, ...] = (), seed: int = 0) -> list[pycolmap.Camera]:
+                            frames: list[int], constant_ids: tuple[int, ...] = (), seed: int = 0,
+                            own_camera_ids: list[int] | None = None) -> CalibratedCameras:
     """Copies of `cameras` with focal lengths estimated from the pairs among `frames`.
 
-    Cameras without a prior focal length start from a global search (search_focal_lengths);
+    Cameras without a prior focal length start from a global search (search_focal_lengths).
+    With `own_camera_ids` (per frame, the id of a camera of its own), each such camera shared
+    by several photos is tested and split into a camera per photo where the pairs say they
+    are not one camera (camera_sharing.split_unshared_cameras); without, the grouping stays.
     pycolmap then refines all jointly, cross-checking those with a prior (EXIF) rather than
     overwriting them blindly. Cameras of `constant_ids` (known intrinsics) stay as they are.
-    Returns the searched cameras if pycolmap cannot calibrate.
+    Keeps the searched focal lengths if pycolmap cannot calibrate.
     """
     if all(c.camera_id in constant_ids for c in cameras):
-        return cameras
+        return CalibratedCameras(cameras, list(camera_of_frame), [])
     in_group = set(frames)
     group_pairs = [p for p in pairs if p.index1 in in_group and p.index2 in in_group and p.fundamental is not None]
     cameras = search_focal_lengths(cameras, camera_of_frame, group_pairs)
+    tests = []
+    if own_camera_ids is not None:
+        cameras, camera_of_frame, tests = split_unshared_cameras(cameras, camera_of_frame, group_pairs, frames,
+                                                                 own_camera_ids, constant_ids)
+    calibrated = _calibrate_view_graph(cameras, camera_of_frame, group_pairs, frames, seed)
+    return CalibratedCameras([_trusted(c, calibrated.get(c.camera_id), constant_ids) for c in cameras],
+                             list(camera_of_frame), tests)
+
+
+def _trusted(searched: pycolmap.Camera, calibrated: pycolmap.Camera | None,
+             constant_ids: tuple[int, ...]) -> pycolmap.Camera:
+    """pycolmap's calibration of a camera, unless its focal length is known, or was unknown
+    and left the searched range: a photo that its pairs barely constrain can run away there
+    (7,837 px for a 640 px photo whose search gave 650; the adjustment then flipped it to -440)."""
+    if calibrated is None or searched.camera_id in constant_ids:
+        return searched
+    factor = calibrated.focal_length / max(searched.width, searched.height)
+    if not searched.has_prior_focal_length and not FOCAL_RANGE[0] <= factor <= FOCAL_RANGE[1]:
+        return searched
+    return calibrated
+
+
+def _calibrate_view_graph(cameras: list[pycolmap.Camera], camera_of_frame: list[int], pairs: list[VerifiedPair],
+                          frames: list[int], seed: int) -> dict[int, pycolmap.Camera]:
+    """{camera id: camera} as pycolmap's view-graph calibration refines them; {} if it cannot."""
     with tempfile.TemporaryDirectory(prefix="landmark-sfm-calibration-") as folder:
         path = str(Path(folder) / "view_graph.db")
         database = pycolmap.Database.open(path)
@@ -44,7 +82,7 @@ def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: lis
                 written.add(camera.camera_id)
             database.write_image(pycolmap.Image(name=str(frame), camera_id=camera.camera_id, image_id=frame + 1),
                                  use_image_id=True)
-        for pair in group_pairs:
+        for pair in pairs:
             geometry = pycolmap.TwoViewGeometry()
             geometry.config = pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED
             geometry.F = pair.fundamental
@@ -56,95 +94,11 @@ def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: lis
         options.random_seed = seed
         options.reestimate_relative_pose = False  # done below, for every pair alike
         if not pycolmap.calibrate_view_graph(path, options):
-            return cameras
+            return {}
         database = pycolmap.Database.open(path)
         calibrated = {c.camera_id: c for c in database.read_all_cameras()}
         database.close()
-    return [c if c.camera_id in constant_ids else calibrated.get(c.camera_id, c) for c in cameras]
-
-
-# Focal lengths searched, as multiples of the image's long side: from fisheye-wide to telephoto.
-_FOCAL_RANGE = (0.3, 4.0)
-_FOCAL_STEPS = 48
-_SEARCH_SWEEPS = 3
-_MAX_PAIR_COST = 0.3  # a pair's cost is capped: a wrong fundamental matrix must not pull
-
-
-def search_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: list[int],
-                         pairs: list[VerifiedPair]) -> list[pycolmap.Camera]:
-    """Copies of `cameras` whose unknown focal lengths (no prior) minimise the view graph's
-    self-calibration cost, found by a global search rather than from the 1.2 x guess.
-
-    For a pair with fundamental matrix F (x2^T F x1 = 0) and intrinsics K1, K2, the essential
-    matrix K2^T F K1 has two equal singular values when the focal lengths are right; the cost
-    is (s1 - s2) / (s1 + s2), capped, weighted by the pair's inliers. Each unknown camera's
-    focal length is searched on a log grid with the others held, a few sweeps over them, then
-    refined by golden section. pycolmap's own calibration, a local one from the guess, can
-    end at a minimum twice the true focal length (seen on ETH3D pipes).
-    """
-    unknown = [k for k, camera in enumerate(cameras) if not camera.has_prior_focal_length]
-    if not unknown or not pairs:
-        return cameras
-    focal = np.array([c.focal_length for c in cameras], np.float64)
-    principal = np.array([[c.principal_point_x, c.principal_point_y] for c in cameras], np.float64)
-    first = np.array([camera_of_frame[p.index1] for p in pairs])
-    second = np.array([camera_of_frame[p.index2] for p in pairs])
-    fundamentals = np.stack([p.fundamental for p in pairs])
-    weights = np.array([len(p.inliers) for p in pairs], np.float64)
-
-    def cost(values: np.ndarray, pair_rows: np.ndarray) -> float:
-        k1 = _intrinsic_matrices(values[first[pair_rows]], principal[first[pair_rows]])
-        k2 = _intrinsic_matrices(values[second[pair_rows]], principal[second[pair_rows]])
-        singular = np.linalg.svd(k2.transpose(0, 2, 1) @ fundamentals[pair_rows] @ k1, compute_uv=False)
-        gap = (singular[:, 0] - singular[:, 1]) / np.maximum(singular[:, 0] + singular[:, 1], 1e-12)
-        return float(np.sum(weights[pair_rows] * np.minimum(gap, _MAX_PAIR_COST)))
-
-    for _ in range(_SEARCH_SWEEPS):
-        for k in unknown:
-            rows = np.nonzero((first == k) | (second == k))[0]
-            if not len(rows):
-                continue
-            long_side = max(cameras[k].width, cameras[k].height)
-            grid = np.geomspace(*_FOCAL_RANGE, _FOCAL_STEPS) * long_side
-            costs = [cost(np.where(np.arange(len(focal)) == k, value, focal), rows) for value in grid]
-            best = int(np.argmin(costs))
-            low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-            focal[k] = _golden_section(lambda value: cost(np.where(np.arange(len(focal)) == k, value, focal), rows),
-                                       low, high)
-    searched = []
-    for k, camera in enumerate(cameras):
-        copy = copy_module.copy(camera)
-        if k in unknown:
-            copy.focal_length = float(focal[k])
-        searched.append(copy)
-    return searched
-
-
-def _intrinsic_matrices(focal: np.ndarray, principal: np.ndarray) -> np.ndarray:
-    """(P, 3, 3) pinhole matrices of focal lengths (P,) and principal points (P, 2)."""
-    k = np.zeros((len(focal), 3, 3))
-    k[:, 0, 0] = k[:, 1, 1] = focal
-    k[:, :2, 2] = principal
-    k[:, 2, 2] = 1
-    return k
-
-
-def _golden_section(fn, low: float, high: float, iterations: int = 30) -> float:
-    """The minimiser of a unimodal fn on [low, high], searched in log space."""
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = np.log(low), np.log(high)
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = fn(np.exp(c)), fn(np.exp(d))
-    for _ in range(iterations):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = fn(np.exp(c))
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = fn(np.exp(d))
-    return float(np.exp((a + b) / 2))
+    return calibrated
 
 
 def relative_poses(cameras: list[pycolmap.Camera], camera_of_frame: list[int], keypoints: list[np.ndarray],

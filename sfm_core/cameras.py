@@ -18,34 +18,35 @@ def initial_camera(camera_id: int, width: int, height: int, focal_px: float | No
 
 
 # How photos come to share a camera (Settings.shared_cameras):
-# "size": as "exif", and photos of one size without an EXIF focal length share one (the
-#   frames of one video; the default until sharing is decided by the view graph: with a
-#   camera per photo, pipes fell from AUC@3 0.94 to 0.26 and temple_sparse_ring 0.80 to 0.73);
+# "auto": as "size", then the cameras stage tests each such shared camera against the view
+#   graph and gives each of its photos a camera of its own where the pairs say they are not
+#   one camera (sfm_core.camera_sharing);
+# "size": photos of one size without an EXIF focal length share one camera, untested (the
+#   frames of one video);
 # "exif": only photos whose EXIF names the same camera and focal length, at the same size.
-SHARED_CAMERAS = ("exif", "size")
+SHARED_CAMERAS = ("auto", "size", "exif")
 
 
 def camera_groups(sizes: list[tuple[int, int]], makes_models: list[tuple[str | None, str | None]],
-                  focals: list[float | None], shared: str = "size") -> list[int]:
+                  focals: list[float | None], shared: str = "auto") -> list[int]:
     """Index of the shared camera of each image.
 
     Images share intrinsics when they have the same size, the same EXIF camera and the same
     EXIF focal length: photos from one camera and lens setting. Photos without an EXIF focal
-    length share one camera per size when `shared` is "size", and calibrate one each when it
-    is "exif": internet photos come in a few standard sizes, so the same size is no evidence
-    of the same camera (150 synthetic photos without EXIF: AUC@5 0.18 with a camera per size,
-    0.99 with one per photo).
+    length share one camera per size unless `shared` is "exif", where each calibrates its
+    own; with "auto" the sharing is a candidate that the cameras stage tests (internet photos
+    come in a few standard sizes, so the same size is no evidence of the same camera).
     """
     if shared not in SHARED_CAMERAS:
         raise ValueError(f"unknown shared_cameras {shared!r}: choose one of {', '.join(SHARED_CAMERAS)}")
     keys: dict[tuple, int] = {}
-    return [keys.setdefault(key if key[2] is not None or shared == "size" else ("own", frame), len(keys))
+    return [keys.setdefault(key if key[2] is not None or shared != "exif" else ("own", frame), len(keys))
             for frame, key in enumerate(zip(sizes, makes_models, focals))]
 
 
 def cameras_for_images(sizes: list[tuple[int, int]], makes_models: list[tuple[str | None, str | None]],
                        focals: list[float | None], model: str = "SIMPLE_RADIAL",
-                       shared: str = "size") -> tuple[list[pycolmap.Camera], list[int]]:
+                       shared: str = "auto") -> tuple[list[pycolmap.Camera], list[int]]:
     """The distinct initial cameras (ids 1..K) and the camera index of each image (camera_groups)."""
     groups = camera_groups(sizes, makes_models, focals, shared)
     cameras = []

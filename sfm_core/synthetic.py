@@ -496,6 +496,10 @@ def collection_cameras(landmark: Landmark, n_cameras: int, seed: int = 0,
     return _place_cameras(centre, azimuth, distance, height, hfov, sizes, spec.target_jitter, rng)
 
 
+# `synth --one-camera`: every photo taken with one camera (one size, one field of view), as a
+# control for the tests of which photos share a camera.
+ONE_CAMERA = CollectionCameras(hfov_deg=(55.0, 55.0), image_sizes=((800, 600),))
+
 # Nuisances of real collections that `synth --nuisances` can add (see flows/synth.py).
 NUISANCES = ("no-exif", "crops")
 # Fraction of the frame's width that a cropped photo keeps: its EXIF focal length, read as if

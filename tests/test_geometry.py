@@ -446,7 +446,12 @@ def test_view_graph_calibration_finds_the_focal_length(rendered_views):
                 pairs.append(pair)
     assert sum(p.fundamental is not None for p in pairs) >= 5
 
-    calibrated = calibrate_focal_lengths(cameras, camera_of_frame, pairs, list(range(n)))
+    result = calibrate_focal_lengths(cameras, camera_of_frame, pairs, list(range(n)),
+                                     own_camera_ids=list(range(2, n + 2)))
+    # One camera's photos: the view graph does not split their shared camera.
+    assert [test.split for test in result.sharing_tests] == [False]
+    calibrated = result.cameras
+    assert result.camera_of_frame == camera_of_frame
     assert len(calibrated) == 1 and calibrated[0].camera_id == cameras[0].camera_id
     assert abs(calibrated[0].focal_length - true_focal) < 0.1 * true_focal
     np.testing.assert_allclose(calibrated[0].principal_point_x, cx)

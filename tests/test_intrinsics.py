@@ -74,9 +74,10 @@ def test_photos_share_a_camera_only_when_their_exif_names_the_same_one():
     focals = [500.0, 500.0, 500.0, None, None, 500.0]
     # One size is no evidence of one camera: without an EXIF focal each photo calibrates its own.
     assert camera_groups(sizes, exif, focals, "exif") == [0, 0, 1, 2, 3, 4]
-    # "size", the default (the frames of one video): photos of one size without EXIF share.
+    # "size" (the frames of one video): photos of one size without EXIF share; "auto", the
+    # default, starts from the same grouping, which the cameras stage then tests.
     assert camera_groups(sizes, exif, focals) == camera_groups(sizes, exif, focals, "size") == [0, 0, 1, 2, 2, 3]
     with pytest.raises(ValueError, match="unknown shared_cameras 'all'"):
         camera_groups(sizes, exif, focals, "all")
-    with pytest.raises(ValueError, match="choose one of exif, size"):
+    with pytest.raises(ValueError, match="choose one of auto, size, exif"):
         Settings(shared_cameras="video")

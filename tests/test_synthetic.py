@@ -241,3 +241,9 @@ def test_nuisances_remove_exif_or_crop_photos_keeping_their_frames_exif(tmp_path
 
     assert main(["synth", "--n", "2", "--nuisances", "no-exif,crops", "--out", str(tmp_path / "x")]) == 2
     assert main(["synth", "--n", "2", "--nuisances", "night", "--out", str(tmp_path / "x")]) == 2
+
+    # The control of camera sharing: one camera's photos, no EXIF.
+    assert main(["synth", "--n", "3", "--one-camera", "--nuisances", "no-exif", "--out", str(tmp_path / "one")]) == 0
+    truth = pycolmap.Reconstruction(str(tmp_path / "one" / "gt"))
+    assert len({(c.width, c.height, *c.params) for c in truth.cameras.values()}) == 1
+    assert next(iter(truth.cameras.values())).width == 800

@@ -177,3 +177,21 @@ def test_a_group_joined_by_a_few_points_is_undetermined():
     bridge = np.arange(len(points)) < 40
     keep = [bridge | (np.arange(len(points)) % 2 == 0)] * 8 + [bridge | (np.arange(len(points)) % 2 == 1)] * 4
     assert grade_model(scene_model(arc(12, 10.0, 90), points, keep=keep), photos=12).status == "ok"
+
+
+def test_focal_lengths_far_from_their_exif_are_suspect():
+    rec = scene_model(arc(12, 10.0, 90), cube_points())  # every camera at 1600 px
+    names = [image.name for image in rec.images.values()]
+    # EXIF within 5 % of the adjusted focal length, or wrong on a few photos: ok.
+    assert grade_model(rec, 12, exif_focals={name: 1600.0 * 1.05 for name in names}).status == "ok"
+    assert grade_model(rec, 12, exif_focals={name: 1600.0 * (0.7 if k < 4 else 1.0)
+                                             for k, name in enumerate(names)}).status == "ok"
+    # EXIF 0.7 of the adjusted focal length on half of them, as cropped photos read: suspect.
+    verdict = grade_model(rec, 12, exif_focals={name: 1600.0 * (0.7 if k < 6 else 1.0)
+                                                for k, name in enumerate(names)})
+    assert verdict.status == "suspect"
+    assert verdict.reasons == ["the adjusted focal lengths of 6 of 12 photos with an EXIF focal length left it by "
+                               "more than 10% (median x1.21): their EXIF is wrong, as for photos cropped or resized "
+                               "after the shot, and their principal points may be off too"]
+    # The share is of the model's photos: one wrong EXIF among photos without any is tolerated.
+    assert grade_model(rec, 12, exif_focals={names[0]: 800.0}).status == "ok"
