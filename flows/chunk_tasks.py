@@ -110,11 +110,12 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
                                              inputs.constant_camera_ids, own_camera_ids=own_camera_ids)
         split += [test for test in calibrated.sharing_tests if test.split]
         for test in calibrated.sharing_tests:
-            stage_logger().info("cameras %s: %d photos of camera %d %s (their pairs: statistic %s over %d pairs, "
-                                "own focal lengths %.1f %% from the shared one at the median)", chunk_name(chunk),
-                                test.photos, test.camera_id, "calibrate one each" if test.split else "share it",
-                                "too few pairs" if test.statistic is None else f"{test.statistic:.2f}", test.pairs,
-                                100 * (np.exp(test.spread) - 1))
+            evidence = ("too few pairs to tell" if test.statistic is None else
+                        f"statistic {test.statistic:.2f}, own focal lengths {100 * (np.exp(test.spread) - 1):.1f} % "
+                        f"from the shared one at the median")
+            stage_logger().info("cameras %s: %d photos of camera %d %s (%d pairs: %s)", chunk_name(chunk), test.photos,
+                                test.camera_id, "calibrate one each" if test.split else "share it", test.pairs,
+                                evidence)
         in_group = set(frames)
         group_pairs = relative_poses(calibrated.cameras, calibrated.camera_of_frame, inputs.keypoints,
                                      [p for p in inputs.pairs if p.index1 in in_group])

@@ -52,11 +52,12 @@ class VerdictRules:
     collection: scored against a truth of those photos, a model missing 10 % of them loses
     about 19 % of the pairs). It is suspect, too, when the adjustment moved the focal lengths of
     more than max_exif_departed_share of its photos away from the EXIF focal length they started
-    from, by more than max_exif_departure (relative): that EXIF was wrong for them, as for photos cropped
-    or resized after the shot, whose principal points are also off the centre the model assumes.
-    Measured on synthetic collections of 60-150 photos: with true EXIF the adjusted focal lengths
-    stay within 0.987-1.014 of it (10th-90th percentile); with cropped photos keeping their frame's
-    EXIF (synth --nuisances crops) they end 1.12-1.88 x it, in a model with AUC@5 0.09."""
+    from, by more than max_exif_departure (relative): that EXIF was wrong for them, as for photos
+    cropped or resized after the shot, whose principal points are also off the centre the model
+    assumes. Measured on synthetic collections of 60-150 photos: with true EXIF the adjusted focal
+    lengths stay within 0.987-1.014 of it (10th-90th percentile); with cropped photos keeping
+    their frame's EXIF (synth --nuisances crops) they end 1.12-1.88 x it, in a model with AUC@5
+    0.09."""
 
     min_observations: int = 30
     min_shared_points: int = 15
