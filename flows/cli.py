@@ -48,7 +48,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 def _flow_kwargs(args) -> dict:
     return {"max_image_size": args.max_image_size, "max_features": args.max_features, "features": args.features,
-            "camera_model": args.camera_model, "shared_cameras": args.shared_cameras, "bundle_adjuster": args.bundle_adjuster, "device": args.device,
+            "camera_model": args.camera_model, "shared_cameras": args.shared_cameras,
+            "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
             "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
             "intrinsics": args.intrinsics}

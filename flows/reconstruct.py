@@ -52,8 +52,7 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
         parse_camera_spec(spec)  # likewise a malformed camera
     settings = Settings(max_image_size=max_image_size, max_features=max_features, features=features,
                         camera_model=camera_model, shared_cameras=shared_cameras, bundle_adjuster=bundle_adjuster,
-                        device=device,
-                        chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
+                        device=device, chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
                         intrinsics=tuple(intrinsics or ()),
                         track_refinement="learned" if refiner_weights else track_refinement,
                         refiner_weights=refiner_weights and str(Path(refiner_weights).resolve()),

@@ -1,7 +1,7 @@
 """The pipeline's settings, with their defaults in one place."""
 from dataclasses import asdict, dataclass
 
-from sfm_core.cameras import SHARED_CAMERAS
+from sfm_core.cameras import check_shared_cameras
 from sfm_core.learned_features import FEATURE_KINDS
 
 # Neighbouring chunks share this many images at least: a Sim(3) needs 3 registered in both,
@@ -50,8 +50,7 @@ class Settings:
     def __post_init__(self):
         if self.features not in FEATURE_KINDS:
             raise ValueError(f"unknown features {self.features!r}: choose one of {', '.join(FEATURE_KINDS)}")
-        if self.shared_cameras not in SHARED_CAMERAS:
-            raise ValueError(f"unknown shared_cameras {self.shared_cameras!r}: choose one of {', '.join(SHARED_CAMERAS)}")
+        check_shared_cameras(self.shared_cameras)
 
     def as_dict(self) -> dict:
         return asdict(self)

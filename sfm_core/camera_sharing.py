@@ -111,14 +111,9 @@ def _search_near(graph: CalibrationGraph, start: np.ndarray, free: list[int]) ->
             rows = graph.rows_of(k)
             if not len(rows):
                 continue
-
-            def cost(value: float) -> float:
-                trial = focal.copy()
-                trial[k] = value
-                return graph.cost(trial, rows)
-
-            found = golden_section(cost, start[k] / _SEARCH_FACTOR, start[k] * _SEARCH_FACTOR)
-            if cost(found) < cost(focal[k]):
+            found = golden_section(lambda value: graph.cost_with(focal, k, value, rows),
+                                   start[k] / _SEARCH_FACTOR, start[k] * _SEARCH_FACTOR)
+            if graph.cost_with(focal, k, found, rows) < graph.cost(focal, rows):
                 focal[k] = found
     return focal
 

@@ -27,6 +27,12 @@ def initial_camera(camera_id: int, width: int, height: int, focal_px: float | No
 SHARED_CAMERAS = ("auto", "size", "exif")
 
 
+def check_shared_cameras(shared: str) -> None:
+    """Raises ValueError naming the choices when `shared` is not one of SHARED_CAMERAS."""
+    if shared not in SHARED_CAMERAS:
+        raise ValueError(f"unknown shared_cameras {shared!r}: choose one of {', '.join(SHARED_CAMERAS)}")
+
+
 def camera_groups(sizes: list[tuple[int, int]], makes_models: list[tuple[str | None, str | None]],
                   focals: list[float | None], shared: str = "auto") -> list[int]:
     """Index of the shared camera of each image.
@@ -37,8 +43,7 @@ def camera_groups(sizes: list[tuple[int, int]], makes_models: list[tuple[str | N
     own; with "auto" the sharing is a candidate that the cameras stage tests (internet photos
     come in a few standard sizes, so the same size is no evidence of the same camera).
     """
-    if shared not in SHARED_CAMERAS:
-        raise ValueError(f"unknown shared_cameras {shared!r}: choose one of {', '.join(SHARED_CAMERAS)}")
+    check_shared_cameras(shared)
     keys: dict[tuple, int] = {}
     return [keys.setdefault(key if key[2] is not None or shared != "exif" else ("own", frame), len(keys))
             for frame, key in enumerate(zip(sizes, makes_models, focals))]

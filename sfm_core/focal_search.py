@@ -49,6 +49,12 @@ class CalibrationGraph:
         """The pairs' gaps weighted by their inliers, summed."""
         return float(np.sum(self.weights[rows] * self.gaps(focal, rows)))
 
+    def cost_with(self, focal: np.ndarray, camera: int, value: float, rows: np.ndarray) -> float:
+        """cost() with camera `camera`'s focal length set to `value`, the others as in `focal`."""
+        trial = focal.copy()
+        trial[camera] = value
+        return self.cost(trial, rows)
+
 
 # Focal lengths searched, as multiples of the image's long side: from fisheye-wide to telephoto.
 FOCAL_RANGE = (0.3, 4.0)
@@ -79,11 +85,10 @@ def search_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: list[i
                 continue
             long_side = max(cameras[k].width, cameras[k].height)
             grid = np.geomspace(*FOCAL_RANGE, _FOCAL_STEPS) * long_side
-            costs = [graph.cost(np.where(np.arange(len(focal)) == k, value, focal), rows) for value in grid]
+            costs = [graph.cost_with(focal, k, value, rows) for value in grid]
             best = int(np.argmin(costs))
             low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-            focal[k] = golden_section(lambda value: graph.cost(np.where(np.arange(len(focal)) == k, value, focal), rows),
-                                       low, high)
+            focal[k] = golden_section(lambda value: graph.cost_with(focal, k, value, rows), low, high)
     searched = []
     for k, camera in enumerate(cameras):
         copy = copy_module.copy(camera)
