@@ -357,7 +357,7 @@ def image_rows(rows, models, report: dict | None = None) -> list[dict]:
     and which model registered it (an undetermined pose said as such). Cells stay short: the
     reasons (a rejected EXIF focal's, an undetermined pose's) are in the manifest, report.json
     and the run's log."""
-    from flows.stage_io import focal_sources  # imports torch: only when the tables are made
+    from flows.stage_io import exif_contradictions, focal_sources  # imports torch: only when the tables are made
 
     model_of = {}
     for index, rec in enumerate(models):
@@ -369,7 +369,8 @@ def image_rows(rows, models, report: dict | None = None) -> list[dict]:
         for name in entry.get("undetermined", {}):
             if model_of.get(name) == entry["model"]:
                 model_of[name] = f"{entry['model']}, pose undetermined"
-    sources = focal_sources(rows, (report or {}).get("settings", {}).get("intrinsics", ()))
+    sources = focal_sources(rows, (report or {}).get("settings", {}).get("intrinsics", ()),
+                            exif_contradictions((report or {}).get("stages", {})))
     # A left-out file's status is the kind of reason only: the left-out table has it in full.
     # The camera has a table of its own (camera_rows) and the file size stays in the manifest:
     # with them, a phone's photos made the table wider than the UI's box.
@@ -436,6 +437,11 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
     kinds = Counter(reason_kind(r.status) for r in left_out)
     files = stages.get("ingest", {}).get("files", totals["images"] + totals["left_out"])
     error = totals.get("mean_reprojection_error_px")
+    # Photos the cameras stage left out because only contradicted pairs linked them, and chunk
+    # models the merge refused (their shared photos disagreed).
+    contradicted = {name: why for chunk in stages.get("cameras", {}).get("chunks", [])
+                    for name, why in chunk.get("left_out_for_contradictions", {}).items()}
+    refusals = stages.get("merge", {}).get("refusals", [])
     lines = [
         "# Reconstruction summary",
         "",
@@ -453,6 +459,8 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
         f" ({totals['models']} model{'s' if totals['models'] != 1 else ''})"
         + (f"; {totals['undetermined']} more with an undetermined pose" if totals.get("undetermined") else "") + " |",
         f"| verdict | **{report.get('verdict', {}).get('status', '-')}** (see *Verdict*) |",
+        f"| contradictions | {len(contradicted)} photo(s) left out, {stages.get('cameras', {}).get('pairs_breaking_loops', 0)}"
+        f" pair(s) dropped for breaking rotation loops, {len(refusals)} chunk model(s) kept apart at the merge |",
         "| focal lengths | " + ", ".join(f"{n} {kind}" for kind, n in totals.get("focal_sources", {}).items() if n)
         + " |",
         f"| 3D points | {totals['points']} |",
@@ -472,6 +480,10 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
             lines.append(f"- ... and {len(left_out) - MAX_LISTED_LEFT_OUT} more: see the *left out* table")
     else:
         lines.append(f"No file was left out: all {len(rows)} files are used.")
+    lines += [f"- `{name}` (for contradictions): {why}" for name, why in sorted(contradicted.items())[:MAX_LISTED_LEFT_OUT]]
+    lines += [f"- chunk model `{r['chunk_model']}` kept apart from the model of `{r['merged_into_model_of']}`: "
+              f"{r['shared_images']} shared photos disagree by {r['rotation_error_deg']:.2f} deg / "
+              f"{r['center_error_rel']:.4f} of the extent" for r in refusals]
     lines.append("")
     lines += ["## The model, seen from above", ""]
     if preview is None:

@@ -3,7 +3,8 @@ triangulation, bundle adjustment. A chunk's images are its frames 0..F-1 (local)
 order of the chunk's global frames; its models use local image ids (frame + 1) until the last
 stage writes them with the collection's ids (global frame + 1) to models/<chunk>/ for merging.
 """
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pycolmap
@@ -18,6 +19,7 @@ from sfm_core.calibration import calibrate_focal_lengths, relative_poses
 from sfm_core.chunking import Chunk
 from sfm_core.initialization import initialize_poses_best_of, pose_graph_components
 from sfm_core.model import new_reconstruction, point_of_track_map, with_image_ids
+from sfm_core.rotation_loops import MAX_LOOP_ERROR_DEG, check_loops
 from sfm_core.track_refinement import refine_tracks
 from sfm_core.tracks import tracked_keypoints, tracks_from_pairs
 from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
@@ -104,10 +106,11 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
     # its place in the collection: the same in every chunk, so that chunk models merge.
     own_camera_ids = ([len(inputs.cameras) + 1 + f for f in chunk.frames] if settings.shared_cameras == "auto"
                       else None)
-    split = []
+    split, exif_rejected, broken, contradicted = [], {}, 0, {}
     for frames in components:
         calibrated = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames,
                                              inputs.constant_camera_ids, own_camera_ids=own_camera_ids)
+        exif_rejected.update(_log_exif_test(calibrated.exif_test, inputs, frames, chunk))
         split += [test for test in calibrated.sharing_tests if test.split]
         for test in calibrated.sharing_tests:
             evidence = ("too few pairs to tell" if test.statistic is None else
@@ -119,6 +122,19 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
         in_group = set(frames)
         group_pairs = relative_poses(calibrated.cameras, calibrated.camera_of_frame, inputs.keypoints,
                                      [p for p in inputs.pairs if p.index1 in in_group])
+        group_pairs, loops, cut_off = check_loops(len(inputs.rows), group_pairs)
+        broken += len(loops.dropped)
+        stage_logger().info("cameras %s: %d of %d loops of three pairs close within %.0f deg; %s%s", chunk_name(chunk),
+                            loops.closed, loops.loops, MAX_LOOP_ERROR_DEG,
+                            "too many broken to judge the pairs by: all kept" if loops.too_poor_to_judge else
+                            f"{len(loops.dropped)} pair(s) dropped for breaking more loops than they close",
+                            "".join(f"\n  - {inputs.rows[d.index1].name} - {inputs.rows[d.index2].name}: breaks "
+                                    f"{d.loops_broken}, closes {d.loops_closed}" for d in loops.dropped[:20]))
+        for frame in sorted(cut_off):
+            contradicted[inputs.rows[frame].name] = "its relative poses break the rotation loops of its pairs"
+            stage_logger().warning("cameras %s: %s left out: %s", chunk_name(chunk), inputs.rows[frame].name,
+                                   contradicted[inputs.rows[frame].name])
+        frames = [frame for frame in frames if frame not in cut_off]
         rec = initialize_poses_best_of(
             lambda: new_reconstruction([r.name for r in inputs.rows], calibrated.cameras, calibrated.camera_of_frame,
                                        inputs.keypoints, frames), group_pairs, keypoint_index)
@@ -128,12 +144,46 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
             continue
         write_model(rec, out / str(len(posed)))
         posed.append(rec.num_reg_images())
+    # Read by the chunk's bundle adjustment: where EXIF was contradicted, the photos were likely
+    # cropped after the shot, and their principal points are refined too.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / EXIF_REJECTED_FILE).write_text(json.dumps(exif_rejected, indent=1))
     unconnected = len(inputs.rows) - sum(len(c) for c in components)
     stage_logger().done("cameras %s: %d images posed jointly in %d group(s) %s; %d with no relative pose; "
                         "%d shared camera(s) split into one per photo", chunk_name(chunk), sum(posed), len(posed),
                         posed, unconnected, len(split))
     return {"groups": len(posed), "posed": sum(posed), "unconnected": unconnected,
-            "cameras_split": len(split), "photos_given_own_camera": sum(test.photos for test in split)}
+            "cameras_split": len(split), "photos_given_own_camera": sum(test.photos for test in split),
+            "pairs_breaking_loops": broken, "left_out_for_contradictions": contradicted, "exif_rejected": exif_rejected}
+
+
+EXIF_REJECTED_FILE = "exif_rejected.json"  # {photo name: why}, in the cameras stage's folder
+
+
+def _log_exif_test(test, inputs: ChunkInputs, frames: list[int], chunk: Chunk) -> dict[str, str]:
+    """Logs the test of a group's EXIF focal lengths (exif_contradiction.ExifTest, or None);
+    returns {photo name: why its EXIF focal length was not used} for the group's photos."""
+    if test is None:
+        return {}
+    evidence = ("too few pairs to tell" if test.statistic is None else
+                f"statistic {test.statistic:.2f}; the view graph's focal lengths differ from EXIF by a factor "
+                f"{np.exp(test.departure):.3f} at the median")
+    stage_logger().info("cameras %s: EXIF focal lengths of %d camera(s) %s (%d pairs: %s)", chunk_name(chunk),
+                        test.cameras, "contradicted by the view graph" if test.contradicted else "kept",
+                        test.pairs, evidence)
+    rejected = {}
+    for frame in frames:
+        camera_id = inputs.cameras[inputs.camera_of_frame[frame]].camera_id
+        if camera_id in test.rejected:
+            rejected[inputs.rows[frame].name] = (
+                f"contradicted by the view graph: EXIF {test.rejected[camera_id]:.0f} px; its group's pairs fit focal "
+                f"lengths a factor {np.exp(test.departure):.2f} from their EXIF at the median (statistic "
+                f"{test.statistic:.1f})")
+    if rejected:
+        stage_logger().warning("cameras %s: EXIF focal length of %d photo(s) not used (contradicted by the view "
+                               "graph), their principal points refined: %s", chunk_name(chunk), len(rejected),
+                               ", ".join(sorted(rejected)[:10]) + (", ..." if len(rejected) > 10 else ""))
+    return rejected
 
 
 @stage_task("triangulation", run_name="triangulation-chunk-{chunk.index}")
@@ -158,6 +208,9 @@ def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dic
     keypoint_index = _keypoint_index(layout, chunk)
     adjuster = BUNDLE_ADJUSTERS[settings.bundle_adjuster]()
     refinement = refinement_settings(layout, settings)
+    if _exif_rejected(layout, chunk):
+        refinement = replace(refinement, bundle_adjustment=replace(refinement.bundle_adjustment,
+                                                                   refine_principal_point=True))
     global_id = {frame + 1: global_frame + 1 for frame, global_frame in enumerate(chunk.frames)}
     out = fresh(layout.chunk_models / chunk_name(chunk))
     filtered = retriangulated = dropped = reposed = 0
@@ -183,6 +236,12 @@ def bundle_adjust(layout: OutputLayout, settings: Settings, chunk: Chunk) -> dic
             "points": sum(m["points"] for m in models),
             "observations_filtered": filtered, "points_retriangulated": retriangulated,
             "images_reposed": reposed, "images_dropped": dropped, "cameras_without_distortion": len(undistorted)}
+
+
+def _exif_rejected(layout: OutputLayout, chunk: Chunk) -> dict[str, str]:
+    """The cameras stage's {photo name: why} of the chunk's contradicted EXIF focal lengths."""
+    path = _stage_folder(layout, "cameras", chunk) / EXIF_REJECTED_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 CHUNK_STAGES = (make_tracks, initialize_cameras, triangulate, bundle_adjust)

@@ -59,13 +59,27 @@ def initial_cameras(rows, settings: Settings) -> InitialCameras:
 FOCAL_SOURCE_KINDS = ("exif", "exif_rejected", "calibrated", "known")
 
 
-def focal_sources(rows, intrinsics) -> list[str | None]:
+def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) -> list[str | None]:
     """Where the focal length of each row comes from: "known" where the photo's size is that of
     a camera of `intrinsics` (settings.intrinsics: with_known_intrinsics gives it that camera),
-    else the manifest's focal_source. Resolved here rather than at ingest because ingest's
-    checkpoint key leaves out the intrinsics: changing them must not re-read every photo."""
+    "exif_rejected: <why>" where the cameras stage found its EXIF contradicted (`contradicted`,
+    {name: why}: exif_contradictions), else the manifest's focal_source. Resolved here rather
+    than at ingest because ingest's checkpoint key leaves out the intrinsics (changing them must
+    not re-read every photo) and ingest sees no pair."""
     known = {(camera.width, camera.height) for camera in map(parse_camera_spec, intrinsics)}
-    return ["known" if r.status == "ok" and (r.width, r.height) in known else r.focal_source for r in rows]
+    contradicted = contradicted or {}
+    return ["known" if r.status == "ok" and (r.width, r.height) in known else
+            f"exif_rejected: {contradicted[r.name]}" if r.status == "ok" and r.name in contradicted else
+            r.focal_source for r in rows]
+
+
+def exif_contradictions(stages: dict) -> dict[str, str]:
+    """{photo name: why} of the EXIF focal lengths that a chunk's cameras stage found contradicted
+    by the view graph, from the run's stage reports (report.json's "stages")."""
+    found = {}
+    for chunk in stages.get("cameras", {}).get("chunks", []):
+        found.update(chunk.get("exif_rejected", {}))
+    return found
 
 
 def count_focal_sources(sources) -> dict[str, int]:

@@ -14,6 +14,9 @@ Nuisances of real collections (`nuisances`, `synth --nuisances`):
   it) resized to a standard size, keeping the frame's EXIF (one of CAMERA_MODELS, the frame's
   4x larger pixel dimensions): read as the stored photo's, its focal length is 0.56-0.95 of
   the true one. The truth in gt/ is the stored photo's camera (principal point off-centre).
+- "symmetric": the landmark is a building whose two halves look alike (SYMMETRIC_BOXES: each
+  wall carries the texture of its twin half a turn about the vertical), a doppelganger; only
+  the roofs and the ground tell the sides apart.
 """
 import os
 import time
@@ -32,9 +35,9 @@ CAMERA_MODELS = tuple(f"phone {k:02d}" for k in range(31))
 _FRAME_SCALE = 4  # a cropped photo's camera frame is this many times its stored size
 
 
-def _init_worker(seed: int) -> None:
+def _init_worker(seed: int, symmetric: bool) -> None:
     global _landmark
-    _landmark = build_landmark(load_package_textures(), seed=seed)
+    _landmark = build_landmark(load_package_textures(), seed=seed, symmetric=symmetric)
 
 
 def _render_photo(intrinsics, pose, path: str, exif: dict | None) -> None:
@@ -77,12 +80,13 @@ def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, worke
     width = max(3, len(str(max(n, distractors) - 1)))
     names = [f"img_{k:0{width}d}.jpg" for k in range(n)]
     distractor_names = [f"distractor_{k:0{width}d}.jpg" for k in range(distractors)]
-    landmark = build_landmark(load_package_textures(), seed=seed)
+    symmetric = "symmetric" in nuisances
+    landmark = build_landmark(load_package_textures(), seed=seed, symmetric=symmetric)
     intrinsics, poses = collection_cameras(landmark, n, seed=seed + 1, **({"spec": ONE_CAMERA} if one_camera else {}))
     rng = np.random.default_rng(seed + 2)
     intrinsics, exifs = zip(*[_photo_exif(k, nuisances, rng) for k in intrinsics]) if n else ((), ())
     workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(seed,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(seed, symmetric)) as pool:
         jobs = [pool.submit(_render_photo, k, pose, str(images / name), exif)
                 for name, k, pose, exif in zip(names, intrinsics, poses, exifs)]
         jobs += [pool.submit(_render_distractor, COLLECTION_IMAGE_SIZES[k % len(COLLECTION_IMAGE_SIZES)],

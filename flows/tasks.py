@@ -24,7 +24,7 @@ from sfm_core.chunking import plan_chunks
 from sfm_core.colours import mean_colours, observation_colours
 from sfm_core.learned_features import empty_features
 from sfm_core.learned_matching import make_matcher
-from sfm_core.merge import merge_models
+from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, merge_models
 from sfm_core.retrieval import candidate_pairs
 from sfm_core.verification import verification_options, verify_pair
 from storage.chunk_table import read_chunks, write_chunks
@@ -221,9 +221,10 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     on their shared images and joined; a global bundle adjustment when chunks were joined."""
     logger = stage_logger()
     chunk_dirs = [layout.chunk_models / f"chunk-{index}" for index in chunks]
-    pieces = [read_model(folder) for chunk_dir in chunk_dirs for folder in model_dirs(chunk_dir)]
-    pieces = [p for p in pieces if p.num_reg_images() >= 2]
-    merged = merge_models(pieces)
+    read = [(f"{chunk_dir.name}/{folder.name}", read_model(folder)) for chunk_dir in chunk_dirs
+            for folder in model_dirs(chunk_dir)]
+    labels, pieces = zip(*[(label, p) for label, p in read if p.num_reg_images() >= 2]) if read else ((), ())
+    merged = merge_models(list(pieces))
     out = fresh(layout.stage_models("merged"))
     adjuster, refinement = BUNDLE_ADJUSTERS[settings.bundle_adjuster](), refinement_settings(layout, settings)
     for index, model in enumerate(merged):
@@ -239,10 +240,20 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
                     "the extent; %d images added, %d points added, %d joined", join.model, join.shared_images,
                     join.alignment, join.rotation_error_deg, join.center_error_rel, join.images_added,
                     join.points_added, join.points_joined)
+    refusals = [refusal for model in merged for refusal in model.refusals]
+    for refusal in refusals:
+        logger.warning("merge: chunk model %s not joined to the model of %s: their %d shared images disagree by "
+                       "%.2f deg / %.4f of the extent after alignment (%s; a join needs %.1f deg / %.2f), so at "
+                       "least one of them is wrong; it stays a model of its own", labels[refusal.model],
+                       labels[refusal.merged_seed], refusal.shared_images, refusal.rotation_error_deg,
+                       refusal.center_error_rel, refusal.alignment, MAX_ROTATION_DEG, MAX_CENTER_ERROR_REL)
     sizes = [m.reconstruction.num_reg_images() for m in merged]
-    logger.done("merge: %d chunk model(s) into %d model(s) of %s images", len(pieces), len(merged), sizes)
+    logger.done("merge: %d chunk model(s) into %d model(s) of %s images; %d refused for disagreeing", len(pieces),
+                len(merged), sizes, len(refusals))
     return {"chunk_models": len(pieces), "models": len(merged), "registered": sizes,
-            "joins": [asdict(join) for join in joins]}
+            "joins": [asdict(join) for join in joins],
+            "refusals": [{**asdict(refusal), "chunk_model": labels[refusal.model],
+                          "merged_into_model_of": labels[refusal.merged_seed]} for refusal in refusals]}
 
 
 @stage_task("export")
@@ -266,7 +277,7 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
                 "mean_reprojection_error_px": round(float(m.compute_mean_reprojection_error()), 4),
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
-    summary = [{**entry, **grades} for entry, grades in zip(summary, model_grades(layout, models))]
+    summary = [{**entry, **grades} for entry, grades in zip(summary, model_grades(layout, models, settings.features))]
     logger.done("export: %d model(s) %s, %d photo(s) gave no colours", len(models),
                 [s["registered"] for s in summary], len(uncoloured))
     return {"models": summary, "uncoloured_images": len(uncoloured)}

@@ -3,10 +3,13 @@ import pycolmap
 
 from flows.layout import OutputLayout
 from flows.stage_io import stage_logger, usable_rows
-from sfm_core.verdict import grade_model
+from sfm_core.pair_contradictions import PairMatches
+from sfm_core.verdict import VerdictRules, grade_model
+from storage.feature_store import FeatureStore
+from storage.pair_table import read_pairs
 
 
-def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction]) -> list[dict]:
+def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction], features: str) -> list[dict]:
     """Per model, for its entry in report.json: "verdict" {"status": "ok" | "suspect",
     "reasons": [...]}, "registered" (its images whose pose is determined: the others are not
     counted as registered), "undetermined" {name: why} and the figures the verdict read."""
@@ -16,10 +19,11 @@ def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction]) ->
     photos = len(rows)
     # The focal lengths the cameras started from, where EXIF gave them (ingest accepted it).
     exif_focals = {r.name: r.focal_length_px for r in rows if r.focal_source == "exif" and r.focal_length_px}
+    pairs = _strong_pairs(layout, rows, features)
     logger = stage_logger()
     grades = []
     for index, rec in enumerate(models):
-        verdict = grade_model(rec, photos, exif_focals=exif_focals)
+        verdict = grade_model(rec, photos, exif_focals=exif_focals, pairs=pairs)
         for grade in verdict.images:
             if not grade.determined:
                 logger.warning("sparse/%d: pose of %s not determined: %s", index, grade.name, grade.why)
@@ -30,3 +34,19 @@ def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction]) ->
                        "undetermined": {g.name: g.why for g in verdict.images if not g.determined},
                        "median_triangulation_angle_deg": verdict.median_triangulation_angle_deg})
     return grades
+
+
+def _strong_pairs(layout: OutputLayout, rows, features: str) -> list[PairMatches]:
+    """The inlier matches of the verified pairs that the rule on contradicted pairs reads."""
+    store = FeatureStore(str(layout.features), features)
+    keypoints = {}
+
+    def of(frame: int):
+        if frame not in keypoints:
+            keypoints[frame] = store.read_keypoints(rows[frame].sha256)
+        return keypoints[frame]
+
+    strong = [p for p in read_pairs(str(layout.pairs), [r.image_id for r in rows])
+              if len(p.inliers) >= VerdictRules.min_pair_inliers]
+    return [PairMatches(rows[p.index1].name, rows[p.index2].name, of(p.index1)[p.inliers[:, 0]],
+                        of(p.index2)[p.inliers[:, 1]]) for p in strong]

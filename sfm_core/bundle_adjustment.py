@@ -19,6 +19,9 @@ from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
 class BundleAdjustmentSettings:
     refine_focal_length: bool = True
     refine_extra_params: bool = True  # the radial term of SIMPLE_RADIAL
+    # Held at the image centre, as COLMAP does, unless photos were cropped after the shot
+    # (their EXIF contradicted by the view graph) and their principal points are off centre.
+    refine_principal_point: bool = False
     robust_loss_scale_px: float = 1.0
     max_iterations: int = 100
     function_tolerance: float = 1e-6  # stop when an iteration lowers the cost by less, relatively
@@ -40,7 +43,7 @@ class CeresBundleAdjuster:
         options.print_summary = False
         options.refine_focal_length = settings.refine_focal_length
         options.refine_extra_params = settings.refine_extra_params
-        options.refine_principal_point = False
+        options.refine_principal_point = settings.refine_principal_point
         options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
         options.ceres.loss_function_scale = settings.robust_loss_scale_px
         options.ceres.solver_options.max_num_iterations = settings.max_iterations
@@ -120,7 +123,8 @@ def refine(rec: pycolmap.Reconstruction, keypoint_index: np.ndarray, point_of_tr
     keypoint_index: tracks (F, N) int32; point_of_track: {track: point3D id}, updated.
     """
     filtered = retriangulated = 0
-    fixed_intrinsics = replace(settings.bundle_adjustment, refine_focal_length=False, refine_extra_params=False)
+    fixed_intrinsics = replace(settings.bundle_adjustment, refine_focal_length=False, refine_extra_params=False,
+                               refine_principal_point=False)
     intermediate = replace(settings.bundle_adjustment, function_tolerance=settings.intermediate_function_tolerance)
     dropped: list[int] = []
     reposed: set[int] = set()

@@ -17,6 +17,7 @@ import numpy as np
 import pycolmap
 
 from sfm_core.camera_sharing import SharingTest, split_unshared_cameras
+from sfm_core.exif_contradiction import ExifTest, reject_contradicted_exif
 from sfm_core.focal_search import FOCAL_RANGE, search_focal_lengths
 from sfm_core.verification import VerifiedPair
 
@@ -26,6 +27,7 @@ class CalibratedCameras:
     cameras: list[pycolmap.Camera]  # the distinct cameras
     camera_of_frame: list[int]  # index into cameras, per frame
     sharing_tests: list[SharingTest]  # one per shared camera tested (split_unshared_cameras)
+    exif_test: ExifTest | None  # the EXIF focal lengths against the pairs (reject_contradicted_exif)
 
 
 def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: list[int], pairs: list[VerifiedPair],
@@ -34,6 +36,8 @@ def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: lis
     """Copies of `cameras` with focal lengths estimated from the pairs among `frames`.
 
     Cameras without a prior focal length start from a global search (search_focal_lengths).
+    Those with an EXIF focal length that the pairs contradict start from the view graph's
+    instead, as cameras without one (exif_contradiction.reject_contradicted_exif).
     With `own_camera_ids` (per frame, the id of a camera of its own), each such camera shared
     by several photos is tested and split into a camera per photo where the pairs say they
     are not one camera (camera_sharing.split_unshared_cameras); without, the grouping stays.
@@ -42,17 +46,18 @@ def calibrate_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: lis
     Keeps the searched focal lengths if pycolmap cannot calibrate.
     """
     if all(c.camera_id in constant_ids for c in cameras):
-        return CalibratedCameras(cameras, list(camera_of_frame), [])
+        return CalibratedCameras(cameras, list(camera_of_frame), [], None)
     in_group = set(frames)
     group_pairs = [p for p in pairs if p.index1 in in_group and p.index2 in in_group and p.fundamental is not None]
     cameras = search_focal_lengths(cameras, camera_of_frame, group_pairs)
+    cameras, exif_test = reject_contradicted_exif(cameras, camera_of_frame, group_pairs, constant_ids)
     tests = []
     if own_camera_ids is not None:
         cameras, camera_of_frame, tests = split_unshared_cameras(cameras, camera_of_frame, group_pairs, frames,
                                                                  own_camera_ids, constant_ids)
     calibrated = _calibrate_view_graph(cameras, camera_of_frame, group_pairs, frames, seed)
     return CalibratedCameras([_trusted(c, calibrated.get(c.camera_id), constant_ids) for c in cameras],
-                             list(camera_of_frame), tests)
+                             list(camera_of_frame), tests, exif_test)
 
 
 def _trusted(searched: pycolmap.Camera, calibrated: pycolmap.Camera | None,

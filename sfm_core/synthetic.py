@@ -38,6 +38,15 @@ BOXES = (
     ("kiosk", (8.0, -11.0, 0.0), (11.0, -9.0, 2.5)),
     ("pillar_sw", (-10.5, -9.5, 0.0), (-9.5, -8.5, 4.0)),
 )
+# A building whose two halves look alike (synth --nuisances symmetric): turned half a turn about
+# the vertical axis through the origin, each wall lands on its twin, which carries the same
+# texture. The roofs and the ground differ, as a real building's surroundings do.
+SYMMETRIC_BOXES = (
+    ("main", (-6.0, -4.0, 0.0), (6.0, 4.0, 9.0)),
+    ("annex_east", (6.0, -3.0, 0.0), (10.0, 3.0, 5.0)),
+    ("annex_west", (-10.0, -3.0, 0.0), (-6.0, 3.0, 5.0)),
+)
+_TWIN_BOX = {"main": "main", "annex_east": "annex_west", "annex_west": "annex_east"}
 GROUND_HALF_SIZE = 40.0  # metres; the ground is a square centred on the origin
 GROUND_TILES = 4  # ground texture is a GROUND_TILES x GROUND_TILES photo mosaic
 GROUND_TILE_PX = 512
@@ -252,17 +261,19 @@ def _box_faces(box: Box):
                right * (np.abs(right) @ extent), down * (np.abs(down) @ extent))
 
 
-def build_landmark(textures: Sequence[np.ndarray], seed: int = 0) -> Landmark:
+def build_landmark(textures: Sequence[np.ndarray], seed: int = 0, symmetric: bool = False) -> Landmark:
     """Landmark with faces textured from ``textures`` ((h, w, 3) uint8 each).
 
     Every face and ground tile gets a different photo or photo variant as
     long as ``4 * len(textures)`` suffice; beyond that, variants repeat with
-    new random crops.
+    new random crops. ``symmetric``: SYMMETRIC_BOXES, each wall textured as its
+    twin half a turn away (the same texture, shaded as the twin is).
     """
     if not textures:
         raise ValueError("need at least one texture")
     rng = np.random.default_rng(seed)
-    boxes = [Box(name, np.array(lo, float), np.array(hi, float)) for name, lo, hi in BOXES]
+    boxes = [Box(name, np.array(lo, float), np.array(hi, float))
+             for name, lo, hi in (SYMMETRIC_BOXES if symmetric else BOXES)]
     faces = []
     for box in boxes:
         for name, axis, sign, lo, hi, origin, u_axis, v_axis in _box_faces(box):
@@ -271,6 +282,9 @@ def build_landmark(textures: Sequence[np.ndarray], seed: int = 0) -> Landmark:
                 continue
             aspect = np.linalg.norm(u_axis) / np.linalg.norm(v_axis)
             texture = _source(textures, len(faces), aspect, _shade(sign * np.eye(3)[axis]), rng)
+            if symmetric and axis != 2:
+                twin = f"{_TWIN_BOX[box.name]}_{'xyz'[axis]}{'-' if sign > 0 else '+'}"
+                texture = next((f.texture for f in faces if f.name == twin), texture)
             faces.append(Face(name, axis, sign, lo, hi, origin, u_axis, v_axis, texture))
     g = GROUND_HALF_SIZE
     faces.append(Face("ground", 2, 1, np.array([-g, -g, 0.0]), np.array([g, g, 0.0]),
@@ -501,7 +515,7 @@ def collection_cameras(landmark: Landmark, n_cameras: int, seed: int = 0,
 ONE_CAMERA = CollectionCameras(hfov_deg=(55.0, 55.0), image_sizes=((800, 600),))
 
 # Nuisances of real collections that `synth --nuisances` can add (see flows/synth.py).
-NUISANCES = ("no-exif", "crops")
+NUISANCES = ("no-exif", "crops", "symmetric")
 # Fraction of the frame's width that a cropped photo keeps: its EXIF focal length, read as if
 # it were the full frame, is this fraction of the true one.
 CROP_KEPT = (0.56, 0.95)

@@ -91,9 +91,10 @@ class _System:
 
 
 def free_params(model: str, settings: BundleAdjustmentSettings) -> list[int]:
-    """Indices into the camera params that the settings refine (never the principal point)."""
+    """Indices into the camera params that the settings refine."""
     layout = CAMERA_LAYOUTS[model]
     return [*(layout.focal if settings.refine_focal_length else ()),
+            *(layout.principal_point if settings.refine_principal_point else ()),
             *(layout.radial if settings.refine_extra_params else ())]
 
 

@@ -81,3 +81,26 @@ def test_photos_share_a_camera_only_when_their_exif_names_the_same_one():
         camera_groups(sizes, exif, focals, "all")
     with pytest.raises(ValueError, match="choose one of auto, size, exif"):
         Settings(shared_cameras="video")
+
+
+@pytest.mark.parametrize("adjuster", [CeresBundleAdjuster(), TheseusBundleAdjuster()], ids=["ceres", "theseus"])
+def test_principal_points_are_refined_only_when_asked(adjuster):
+    """Held for all photos but those cropped after the shot (their EXIF contradicted)."""
+    def off_centre():
+        rec = perturbed_reconstruction(8, 800)
+        for camera in rec.cameras.values():  # the truth is the centre (800, 600)
+            camera.principal_point_x += 12.0
+            camera.principal_point_y -= 9.0
+        return rec
+
+    held = off_centre()
+    held_error = adjuster.adjust(held, BundleAdjustmentSettings())
+    assert all((c.principal_point_x, c.principal_point_y) == (812.0, 591.0) for c in held.cameras.values())
+
+    freed = off_centre()
+    freed_error = adjuster.adjust(freed, BundleAdjustmentSettings(refine_principal_point=True, constant_cameras=(1,)))
+    assert (freed.cameras[1].principal_point_x, freed.cameras[1].principal_point_y) == (812.0, 591.0)  # known
+    assert all(abs(freed.cameras[c].principal_point_x - 812.0) > 0.1 for c in range(2, 9))
+    # The freed principal points explain the observations better (where they end is loosely
+    # tied: a shift of the principal point is nearly a turn of the camera).
+    assert freed_error < held_error

@@ -228,3 +228,31 @@ def test_chunk_with_wrong_poses_is_not_joined(scene):
 def test_models_without_registered_images_are_left_out(scene):
     empty = new_reconstruction(["a.png"], scene.cameras[:1], [0], scene.keypoints[:1], [0])
     assert merge_models([empty]) == []
+
+
+def turned_about_centres(rec: pycolmap.Reconstruction, image_ids, degrees: float) -> None:
+    """Turns the cameras of `image_ids` by `degrees` about their own centres, in place."""
+    for image_id in image_ids:
+        pose = rec.image(image_id).cam_from_world()
+        turn = pycolmap.Rotation3d(Rotation.from_rotvec(np.radians(degrees) * np.array([0.6, 0.8, 0.0])).as_matrix())
+        centre = pose.inverse().translation
+        rotation = turn * pose.rotation
+        rec.frame(image_id).set_cam_from_world(rec.image(image_id).camera_id,
+                                               pycolmap.Rigid3d(rotation, -(rotation * centre)))
+
+
+@pytest.mark.parametrize("degrees, joined", [(0.5, True), (5.0, False)])
+def test_chunk_models_that_disagree_after_alignment_stay_separate(scene, degrees, joined):
+    # The second chunk's shared frames 9-11 looking 5 degrees off where the first has them (as
+    # a chunk model that is wrong there): the centres still align, the rotations do not.
+    second = chunk_model(scene, list(range(9, 22)), 2)
+    turned_about_centres(second, (10, 11, 12), degrees)
+    merged = merge_models([chunk_model(scene, list(range(0, 12)), 1), second])
+    if joined:
+        [model] = merged
+        assert [join.model for join in model.joins] == [0] and model.refusals == []
+        return
+    assert [m.seed for m in merged] == [1, 0]  # the second (13 images) alone, then the first
+    [refusal] = [r for m in merged for r in m.refusals]
+    assert refusal.shared_images == 3 and abs(refusal.rotation_error_deg - degrees) < 0.2
+    assert all(not m.joins for m in merged)

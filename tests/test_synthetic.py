@@ -247,3 +247,27 @@ def test_nuisances_remove_exif_or_crop_photos_keeping_their_frames_exif(tmp_path
     truth = pycolmap.Reconstruction(str(tmp_path / "one" / "gt"))
     assert len({(c.width, c.height, *c.params) for c in truth.cameras.values()}) == 1
     assert next(iter(truth.cameras.values())).width == 800
+
+
+def test_the_symmetric_building_looks_the_same_half_a_turn_away():
+    """synth --nuisances symmetric: every wall carries its twin's texture, half a turn about the
+    vertical, texel for texel; the roofs differ (and the ground), which tells the sides apart."""
+    from sfm_core.synthetic import build_landmark
+
+    half_turn = np.diag([-1.0, -1.0, 1.0])
+    textures = load_package_textures()
+    landmark = build_landmark(textures, symmetric=True)
+    walls = [f for f in landmark.faces[:-1] if f.axis != 2]
+    assert len(walls) == 4 + 2 * 3  # main's four, each annex's three outer walls
+    rng = np.random.default_rng(0)
+    for face in walls:
+        [twin] = [f for f in walls if np.allclose(np.sort(f.corners() @ half_turn.T, 0), np.sort(face.corners(), 0))]
+        assert twin is not face and np.array_equal(twin.texture, face.texture)
+        uv = rng.uniform(0, 1, (20, 2))
+        points = np.array([face.point(u, v) for u, v in uv]) @ half_turn.T
+        np.testing.assert_allclose(np.stack(twin.uv(points), 1), uv, atol=1e-9)
+    roofs = [f for f in landmark.faces[:-1] if f.axis == 2]
+    assert not np.array_equal(roofs[1].texture, roofs[2].texture)
+    # The usual landmark has no such twins.
+    plain = {f.name: f for f in build_landmark(textures).faces}
+    assert not np.array_equal(plain["main_x+"].texture, plain["main_x-"].texture)

@@ -195,3 +195,42 @@ def test_focal_lengths_far_from_their_exif_are_suspect():
                                "after the shot, and their principal points may be off too"]
     # The share is of the model's photos: one wrong EXIF among photos without any is tolerated.
     assert grade_model(rec, 12, exif_focals={names[0]: 800.0}).status == "ok"
+
+
+def true_pair_matches(rec: pycolmap.Reconstruction):
+    """Every pair of images of `rec` with the points both observe, as verified pairs' inliers."""
+    from sfm_core.pair_contradictions import PairMatches
+
+    seen = {image_id: {} for image_id in rec.images}
+    for point_id, point in rec.points3D.items():
+        for element in point.track.elements:
+            seen[element.image_id][point_id] = rec.image(element.image_id).points2D[element.point2D_idx].xy
+    pairs = []
+    ids = sorted(rec.images)
+    for k, first in enumerate(ids):
+        for second in ids[k + 1:]:
+            common = sorted(set(seen[first]) & set(seen[second]))
+            pairs.append(PairMatches(rec.image(first).name, rec.image(second).name,
+                                     np.array([seen[first][p] for p in common]),
+                                     np.array([seen[second][p] for p in common])))
+    return pairs
+
+
+def test_verified_pairs_that_the_model_contradicts_make_it_suspect():
+    rec = scene_model(arc(12, 10.0, 90), cube_points())
+    pairs = true_pair_matches(rec)
+    assert grade_model(rec, photos=12, pairs=pairs).status == "ok"
+    # Fold it: the last six cameras turned half a turn about the vertical through the scene, as
+    # the photos of one side of a symmetric building posed on the other. Each half stays
+    # consistent; the true pairs across the fold do not fit.
+    half_turn = pycolmap.Rigid3d(pycolmap.Rotation3d(np.diag([-1.0, -1.0, 1.0])), np.zeros(3))
+    for image_id in range(7, 13):
+        rec.frame(image_id).set_cam_from_world(1, rec.image(image_id).cam_from_world() * half_turn)
+    across = [p for p in pairs if (int(p.name1[:2]) < 6) != (int(p.name2[:2]) < 6) and len(p.xy1) >= 30]
+    verdict = grade_model(rec, photos=12, pairs=pairs)
+    assert verdict.status == "suspect"
+    [reason] = [r for r in verdict.reasons if "contradict its poses" in r]
+    assert reason.startswith(f"{len(across)} of ") and len(across) >= 10
+    # Fewer contradicted pairs than min_contradicted_pairs are tolerated.
+    rules = VerdictRules(min_contradicted_pairs=len(across) + 1)
+    assert not [r for r in grade_model(rec, photos=12, pairs=pairs, rules=rules).reasons if "contradict" in r]
