@@ -357,7 +357,7 @@ def image_rows(rows, models, report: dict | None = None) -> list[dict]:
     and which model registered it (an undetermined pose said as such). Cells stay short: the
     reasons (a rejected EXIF focal's, an undetermined pose's) are in the manifest, report.json
     and the run's log."""
-    from flows.stage_io import exif_contradictions, focal_sources  # imports torch: only when the tables are made
+    from flows.stage_io import cameras_stage_findings, focal_sources  # imports torch: only when the tables are made
 
     model_of = {}
     for index, rec in enumerate(models):
@@ -370,7 +370,7 @@ def image_rows(rows, models, report: dict | None = None) -> list[dict]:
             if model_of.get(name) == entry["model"]:
                 model_of[name] = f"{entry['model']}, pose undetermined"
     sources = focal_sources(rows, (report or {}).get("settings", {}).get("intrinsics", ()),
-                            exif_contradictions((report or {}).get("stages", {})))
+                            cameras_stage_findings((report or {}).get("stages", {}), "exif_rejected"))
     # A left-out file's status is the kind of reason only: the left-out table has it in full.
     # The camera has a table of its own (camera_rows) and the file size stays in the manifest:
     # with them, a phone's photos made the table wider than the UI's box.
@@ -437,10 +437,11 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
     kinds = Counter(reason_kind(r.status) for r in left_out)
     files = stages.get("ingest", {}).get("files", totals["images"] + totals["left_out"])
     error = totals.get("mean_reprojection_error_px")
+    from flows.stage_io import cameras_stage_findings  # imports torch: only when the summary is made
+
     # Photos the cameras stage left out because only contradicted pairs linked them, and chunk
     # models the merge refused (their shared photos disagreed).
-    contradicted = {name: why for chunk in stages.get("cameras", {}).get("chunks", [])
-                    for name, why in chunk.get("left_out_for_contradictions", {}).items()}
+    contradicted = cameras_stage_findings(stages, "left_out_for_contradictions")
     refusals = stages.get("merge", {}).get("refusals", [])
     lines = [
         "# Reconstruction summary",

@@ -18,7 +18,7 @@ from flows.chunk_tasks import CHUNK_STAGES, make_tracks
 from flows.dispatch import chunk_task_runner, gpu_annotation
 from flows.layout import OutputLayout, chunk_name
 from flows.settings import Settings, chunk_overlap_for
-from flows.stage_io import count_focal_sources, exif_contradictions, focal_sources, stage_logger, usable_rows
+from flows.stage_io import cameras_stage_findings, count_focal_sources, focal_sources, stage_logger, usable_rows
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
 from sfm_core.cameras import parse_camera_spec
 from sfm_core.chunking import Chunk
@@ -133,7 +133,7 @@ def _run(source: str, root: Path, settings: Settings, dask_address: str | None, 
     stage("export", export, upstream, storage_options)
     report = _run_report(source, output, settings, stages, time.perf_counter() - started,
                          count_focal_sources(focal_sources(usable_rows(layout), settings.intrinsics,
-                                                           exif_contradictions(stages))))
+                                                           cameras_stage_findings(stages, "exif_rejected"))))
     with atomic_path(str(layout.report)) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
     write_stage_table(str(layout.stage_table), stages)

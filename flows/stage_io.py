@@ -63,7 +63,7 @@ def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) 
     """Where the focal length of each row comes from: "known" where the photo's size is that of
     a camera of `intrinsics` (settings.intrinsics: with_known_intrinsics gives it that camera),
     "exif_rejected: <why>" where the cameras stage found its EXIF contradicted (`contradicted`,
-    {name: why}: exif_contradictions), else the manifest's focal_source. Resolved here rather
+    {name: why}: cameras_stage_findings), else the manifest's focal_source. Resolved here rather
     than at ingest because ingest's checkpoint key leaves out the intrinsics (changing them must
     not re-read every photo) and ingest sees no pair."""
     known = {(camera.width, camera.height) for camera in map(parse_camera_spec, intrinsics)}
@@ -73,12 +73,13 @@ def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) 
             r.focal_source for r in rows]
 
 
-def exif_contradictions(stages: dict) -> dict[str, str]:
-    """{photo name: why} of the EXIF focal lengths that a chunk's cameras stage found contradicted
-    by the view graph, from the run's stage reports (report.json's "stages")."""
+def cameras_stage_findings(stages: dict, key: str) -> dict[str, str]:
+    """{photo name: why} that the chunks' cameras stage reported under `key` ("exif_rejected":
+    EXIF focal lengths the view graph contradicts; "left_out_for_contradictions"), from the
+    run's stage reports (report.json's "stages")."""
     found = {}
     for chunk in stages.get("cameras", {}).get("chunks", []):
-        found.update(chunk.get("exif_rejected", {}))
+        found.update(chunk.get(key, {}))
     return found
 
 

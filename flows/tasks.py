@@ -223,8 +223,9 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     chunk_dirs = [layout.chunk_models / f"chunk-{index}" for index in chunks]
     read = [(f"{chunk_dir.name}/{folder.name}", read_model(folder)) for chunk_dir in chunk_dirs
             for folder in model_dirs(chunk_dir)]
-    labels, pieces = zip(*[(label, p) for label, p in read if p.num_reg_images() >= 2]) if read else ((), ())
-    merged = merge_models(list(pieces))
+    kept = [(label, piece) for label, piece in read if piece.num_reg_images() >= 2]
+    labels, pieces = [label for label, _ in kept], [piece for _, piece in kept]  # "chunk-<k>/<m>" names a piece
+    merged = merge_models(pieces)
     out = fresh(layout.stage_models("merged"))
     adjuster, refinement = BUNDLE_ADJUSTERS[settings.bundle_adjuster](), refinement_settings(layout, settings)
     for index, model in enumerate(merged):

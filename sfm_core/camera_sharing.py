@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pycolmap
 
-from sfm_core.focal_search import CalibrationGraph, golden_section
+from sfm_core.focal_search import CalibrationGraph, f_ratio, golden_section
 from sfm_core.verification import VerifiedPair
 
 # A group is split, each of its photos taking a camera of its own, when freeing their focal
@@ -88,7 +88,8 @@ def split_unshared_cameras(cameras: list[pycolmap.Camera], camera_of_frame: list
         rows = np.unique(np.concatenate([graph.rows_of(freed_of_frame[f]) for f in group]))
         freed_ids = [freed_of_frame[f] for f in group]
         test = SharingTest(cameras[k].camera_id, len(group), len(rows),
-                           _statistic(graph.cost(shared_focal, rows), graph.cost(focal, rows), len(group), len(rows)),
+                           f_ratio(graph.cost(shared_focal, rows), graph.cost(focal, rows), len(group) - 1,
+                                   len(group), len(rows)),
                            float(np.median(np.abs(np.log(focal[freed_ids] / shared_focal[freed_ids])))))
         tests.append(test)
         # All or none: a photo whose own focal length stayed near the shared one may be stuck
@@ -117,9 +118,3 @@ def _search_near(graph: CalibrationGraph, start: np.ndarray, free: list[int]) ->
                 focal[k] = found
     return focal
 
-
-def _statistic(shared_cost: float, freed_cost: float, photos: int, pairs: int) -> float | None:
-    """The F ratio of SPLIT_ABOVE; None when there are no more pairs than photos."""
-    if pairs <= photos:
-        return None
-    return ((shared_cost - freed_cost) / (photos - 1)) / max(freed_cost / (pairs - photos), 1e-12)

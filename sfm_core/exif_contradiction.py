@@ -8,7 +8,7 @@ self-calibration cost of sfm_core.focal_search), from two starts: their EXIF val
 guess of a camera without EXIF (the coordinate search with dozens of free focal lengths ends
 near where it starts: from EXIF read 0.76 of the truth at the median it reached 0.86, from the
 guess 1.05). The better of the two fits is tested against the EXIF values with the F ratio of
-the sharing test (sfm_core.camera_sharing): the EXIF is contradicted when freeing fits the
+the sharing test (focal_search.f_ratio): the EXIF is contradicted when freeing fits the
 pairs better than chance and moves the focal lengths (CONTRADICTED_ABOVE, MIN_DEPARTURE).
 Then every tested camera starts from its freed focal length, as a camera without EXIF, and
 pycolmap's joint calibration refines them. All or none: one camera's freed focal length is
@@ -23,7 +23,7 @@ import numpy as np
 import pycolmap
 
 from sfm_core.cameras import DEFAULT_FOCAL_FACTOR
-from sfm_core.focal_search import CalibrationGraph, search_focal_lengths
+from sfm_core.focal_search import CalibrationGraph, f_ratio, search_focal_lengths
 from sfm_core.verification import VerifiedPair
 
 # Measured (statistic, median departure) over a whole collection's verified pairs. True EXIF
@@ -67,7 +67,7 @@ def reject_contradicted_exif(cameras: list[pycolmap.Camera], camera_of_frame: li
     given = np.array([c.focal_length for c in cameras], np.float64)
     fits = [_freed(cameras, camera_of_frame, pairs, exif, start) for start in ("exif", "guess")]
     freed = min(fits, key=lambda focal: graph.cost(focal, rows))
-    statistic = _statistic(graph.cost(given, rows), graph.cost(freed, rows), len(exif), len(rows))
+    statistic = f_ratio(graph.cost(given, rows), graph.cost(freed, rows), len(exif), len(exif), len(rows))
     departure = float(np.median(np.abs(np.log(freed[exif] / given[exif]))))
     test = ExifTest(len(exif), len(rows), statistic, departure,
                     {cameras[k].camera_id: float(given[k]) for k in exif})
@@ -99,10 +99,3 @@ def _freed(cameras: list[pycolmap.Camera], camera_of_frame: list[int], pairs: li
     # prior); they were searched with the EXIF held, so they move with the freed ones.
     return np.array([c.focal_length for c in search_focal_lengths(free, camera_of_frame, pairs)], np.float64)
 
-
-def _statistic(exif_cost: float, freed_cost: float, cameras: int, pairs: int) -> float | None:
-    """Cost removed per freed focal length over cost left per pair beyond them; None when
-    there are no more pairs than cameras."""
-    if pairs <= cameras:
-        return None
-    return ((exif_cost - freed_cost) / cameras) / max(freed_cost / (pairs - cameras), 1e-12)

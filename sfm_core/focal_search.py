@@ -98,6 +98,16 @@ def search_focal_lengths(cameras: list[pycolmap.Camera], camera_of_frame: list[i
     return searched
 
 
+def f_ratio(held_cost: float, freed_cost: float, added_unknowns: int, free_unknowns: int,
+            pairs: int) -> float | None:
+    """Whether freeing focal lengths fits the pairs better than chance: the cost it removes per
+    unknown it adds, over the cost left per pair beyond the `free_unknowns` of the freed fit;
+    None when there are no more pairs than those unknowns (too few to tell)."""
+    if pairs <= free_unknowns:
+        return None
+    return ((held_cost - freed_cost) / added_unknowns) / max(freed_cost / (pairs - free_unknowns), 1e-12)
+
+
 def _intrinsic_matrices(focal: np.ndarray, principal: np.ndarray) -> np.ndarray:
     """(P, 3, 3) pinhole matrices of focal lengths (P,) and principal points (P, 2)."""
     k = np.zeros((len(focal), 3, 3))

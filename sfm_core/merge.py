@@ -90,9 +90,10 @@ def merge_models(models: list[pycolmap.Reconstruction], min_shared_images: int =
     One merged model per connected group of models, most registered images first; a model
     that shares fewer than min_shared_images with a group, whose alignment fails, or whose
     shared images disagree with the group's beyond MAX_ROTATION_DEG / MAX_CENTER_ERROR_REL
-    after it (a Refusal of the group), starts or joins another group. Models without a registered image are left out. The inputs are
-    not modified. max_reprojection_error_px bounds the alignment's inlier test and the
-    reprojection error of the points a join creates or extends.
+    after it (a Refusal of the group), starts or joins another group. Models without a
+    registered image are left out. The inputs are not modified. max_reprojection_error_px
+    bounds the alignment's inlier test and the reprojection error of the points a join creates
+    or extends.
     """
     if min_shared_images < 3:
         raise ValueError(f"a similarity needs at least 3 shared images, got min_shared_images={min_shared_images}")

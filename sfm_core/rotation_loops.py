@@ -10,7 +10,7 @@ the others); so is a pair that broke at least two loops and closed none. Pairs i
 kept (nothing contradicts them), and so are those of a single broken loop (which of its three
 pairs is wrong is not known).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -63,7 +63,7 @@ def drop_loop_breaking_pairs(pairs: list[VerifiedPair], max_loop_error_deg: floa
             if c > b:
                 around = rotation[a, c].T @ rotation[b, c] @ rotation[a, b]  # a -> b -> c -> a
                 loops[a, b, c] = _angle_deg(around) <= max_loop_error_deg
-    check = LoopCheck(len(loops), sum(loops.values()), [])
+    counted = len(loops), sum(loops.values())
     closed = {edge: 0 for edge in rotation}
     broken = {edge: 0 for edge in rotation}
     loops_of: dict[tuple[int, int], list[tuple[int, int, int]]] = {edge: [] for edge in rotation}
@@ -73,7 +73,7 @@ def drop_loop_breaking_pairs(pairs: list[VerifiedPair], max_loop_error_deg: floa
             loops_of[edge].append((a, b, c))
 
     first_closed, first_broken = dict(closed), dict(broken)
-    dropped = check.dropped
+    dropped = []
     while True:
         worst = max(rotation, key=lambda e: (broken[e] - closed[e], broken[e], -len(posed[e].inliers)), default=None)
         # One broken loop alone cannot say which of its three pairs is wrong.
@@ -95,7 +95,7 @@ def drop_loop_breaking_pairs(pairs: list[VerifiedPair], max_loop_error_deg: floa
             dropped.append(BrokenPair(*edge, first_broken[edge], 0))
             del rotation[edge]
     gone = {(d.index1, d.index2) for d in dropped}
-    return [p for p in pairs if _key(p) not in gone], check
+    return [p for p in pairs if _key(p) not in gone], LoopCheck(*counted, dropped)
 
 
 def check_loops(num_frames: int, pairs: list[VerifiedPair]) -> tuple[list[VerifiedPair], LoopCheck, set[int]]:
@@ -110,7 +110,7 @@ def check_loops(num_frames: int, pairs: list[VerifiedPair]) -> tuple[list[Verifi
     before, after = _largest_group(num_frames, pairs), _largest_group(num_frames, kept)
     cut_off = before - after
     if 2 * len(cut_off) >= len(before):
-        return pairs, LoopCheck(check.loops, check.closed, [], too_poor_to_judge=True), set()
+        return pairs, replace(check, dropped=[], too_poor_to_judge=True), set()
     return kept, check, cut_off
 
 
