@@ -252,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated, of {', '.join(NUISANCES)}: no-exif writes no EXIF (focal lengths "
                             "still vary); crops makes every photo a crop of its frame resized, keeping the "
                             "frame's EXIF (its focal length then reads 0.56-0.95 of the true one); symmetric "
-                            "makes the landmark a building whose two halves look alike")
+                            "makes the landmark a building whose two halves look alike; zoom makes a quarter of "
+                            "the photos details of a wall, 8-20 degrees across; night makes a fifth of them dark, "
+                            "lamp-tinted and noisy (nuisances.json lists which)")
     synth.add_argument("--one-camera", action="store_true",
                        help="every photo from one camera (800x600, 55 degrees across) instead of each with its "
                             "own field of view and one of six sizes")

@@ -17,7 +17,16 @@ Nuisances of real collections (`nuisances`, `synth --nuisances`):
 - "symmetric": the landmark is a building whose two halves look alike (SYMMETRIC_BOXES: each
   wall carries the texture of its twin half a turn about the vertical), a doppelganger; only
   the roofs and the ground tell the sides apart.
+- "zoom": ZOOM_SHARE of the photos are details (a carving, a window) shot with a long lens
+  (ZOOM_HFOV_DEG across) from where their camera stood, aimed at a wall of the building that
+  faces it; their EXIF gives the zoomed focal length (none with no-exif; with crops, the crop
+  applies on top). The truth in gt/ is the zoomed camera.
+- "night": NIGHT_SHARE of the photos are taken at night (night_copy: darkened, shadows crushed,
+  tinted by sodium street lamps, sensor noise); same cameras.
+Zoom and night are drawn per photo, independently (a photo may be both); `<out>/nuisances.json`
+({"zoom": [names], "night": [names]}, the requested ones) says which photos carry them.
 """
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sfm_core.synthetic import COLLECTION_IMAGE_SIZES, NUISANCES, ONE_CAMERA, build_landmark, collection_cameras, \
-    cropped_camera, render_distractor, render_view
+from sfm_core.synthetic import COLLECTION_IMAGE_SIZES, NIGHT_SHARE, NUISANCES, ONE_CAMERA, ZOOM_SHARE, build_landmark, \
+    collection_cameras, cropped_camera, night_copy, render_distractor, render_view, zoomed_camera
 from storage.synthetic_io import cameras_reconstruction, load_package_textures, write_jpeg
 
 _landmark = None  # each rendering process builds the landmark once
@@ -40,9 +49,36 @@ def _init_worker(seed: int, symmetric: bool) -> None:
     _landmark = build_landmark(load_package_textures(), seed=seed, symmetric=symmetric)
 
 
-def _render_photo(intrinsics, pose, path: str, exif: dict | None) -> None:
-    """exif: write_jpeg's focal_px, frame_size and model; None for a photo without EXIF."""
-    write_jpeg(render_view(_landmark, intrinsics, pose), path, **(exif or {}))
+def _render_photo(intrinsics, pose, path: str, exif: dict | None, night_seed: int | None = None) -> None:
+    """exif: write_jpeg's focal_px, frame_size and model; None for a photo without EXIF.
+    night_seed: the seed of the photo's night_copy; None for a day photo."""
+    image = render_view(_landmark, intrinsics, pose)
+    if night_seed is not None:
+        image = night_copy(image, np.random.default_rng(night_seed))
+    write_jpeg(image, path, **(exif or {}))
+
+
+def _some_photos(n: int, share: float, rng: np.random.Generator) -> list[int]:
+    """Sorted indices of ceil(share * n) of n photos, at random: at least one of a few photos."""
+    return sorted(int(k) for k in rng.choice(n, int(np.ceil(share * n)), replace=False))
+
+
+def _per_photo_nuisances(landmark, intrinsics, poses, nuisances, seed: int) -> tuple[list, list, dict, list]:
+    """Zoom and night, where requested: (intrinsics and poses, the zoomed photos' replaced,
+    {nuisance: photo indices} of the requested ones, each photo's night_copy seed or None).
+
+    Their own rng (seed + 3), drawn in the same order whatever is requested, leaves the other
+    nuisances' draws as they were and a seed's night photos the same with or without zoom."""
+    rng = np.random.default_rng(seed + 3)
+    n = len(intrinsics)
+    drawn = {"zoom": _some_photos(n, ZOOM_SHARE, rng), "night": _some_photos(n, NIGHT_SHARE, rng)}
+    night_seeds = rng.integers(2**32, size=n)
+    chosen = {nuisance: photos for nuisance, photos in drawn.items() if nuisance in nuisances}
+    intrinsics, poses = list(intrinsics), list(poses)
+    for k in chosen.get("zoom", []):
+        intrinsics[k], poses[k] = zoomed_camera(landmark, intrinsics[k], poses[k], rng)
+    night = set(chosen.get("night", []))
+    return intrinsics, poses, chosen, [int(night_seeds[k]) if k in night else None for k in range(n)]
 
 
 def _photo_exif(intrinsics, nuisances, rng: np.random.Generator) -> tuple[tuple, dict | None]:
@@ -83,12 +119,13 @@ def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, worke
     symmetric = "symmetric" in nuisances
     landmark = build_landmark(load_package_textures(), seed=seed, symmetric=symmetric)
     intrinsics, poses = collection_cameras(landmark, n, seed=seed + 1, **({"spec": ONE_CAMERA} if one_camera else {}))
+    intrinsics, poses, per_photo, night_seeds = _per_photo_nuisances(landmark, intrinsics, poses, nuisances, seed)
     rng = np.random.default_rng(seed + 2)
     intrinsics, exifs = zip(*[_photo_exif(k, nuisances, rng) for k in intrinsics]) if n else ((), ())
     workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(seed, symmetric)) as pool:
-        jobs = [pool.submit(_render_photo, k, pose, str(images / name), exif)
-                for name, k, pose, exif in zip(names, intrinsics, poses, exifs)]
+        jobs = [pool.submit(_render_photo, k, pose, str(images / name), exif, night_seed)
+                for name, k, pose, exif, night_seed in zip(names, intrinsics, poses, exifs, night_seeds)]
         jobs += [pool.submit(_render_distractor, COLLECTION_IMAGE_SIZES[k % len(COLLECTION_IMAGE_SIZES)],
                              seed * 100_003 + k, str(images / name)) for k, name in enumerate(distractor_names)]
         for job in jobs:
@@ -97,5 +134,11 @@ def make_collection(out: str, n: int, distractors: int = 0, seed: int = 0, worke
     gt.mkdir(exist_ok=True)
     cameras_reconstruction(names, intrinsics, poses).write_text(str(gt))
     (root / "distractors.txt").write_text("".join(f"{name}\n" for name in distractor_names))
+    listing = root / "nuisances.json"
+    if per_photo:
+        listing.write_text(json.dumps({nuisance: [names[k] for k in photos] for nuisance, photos in per_photo.items()},
+                                      indent=1) + "\n")
+    else:
+        listing.unlink(missing_ok=True)  # a listing left by an earlier collection in `out` would mislead
     return {"images": n, "distractors": distractors, "folder": str(images), "truth": str(gt),
             "seconds": round(time.perf_counter() - started, 1)}

@@ -515,7 +515,7 @@ def collection_cameras(landmark: Landmark, n_cameras: int, seed: int = 0,
 ONE_CAMERA = CollectionCameras(hfov_deg=(55.0, 55.0), image_sizes=((800, 600),))
 
 # Nuisances of real collections that `synth --nuisances` can add (see flows/synth.py).
-NUISANCES = ("no-exif", "crops", "symmetric")
+NUISANCES = ("no-exif", "crops", "symmetric", "zoom", "night")
 # Fraction of the frame's width that a cropped photo keeps: its EXIF focal length, read as if
 # it were the full frame, is this fraction of the true one.
 CROP_KEPT = (0.56, 0.95)
@@ -534,6 +534,102 @@ def cropped_camera(intrinsics: tuple, rng: np.random.Generator) -> tuple[tuple, 
     # The window's top-left corner in frame pixels; the stored photo scales it by 1 / kept.
     x0, y0 = rng.uniform(0, (1 - kept) * w), rng.uniform(0, (1 - kept) * h)
     return (fx / kept, fy / kept, (cx - x0) / kept, (cy - y0) / kept, w, h), kept
+
+
+# `synth --nuisances zoom`: this share of the photos are details (a carving, a window) shot with a long
+# lens from where the photographer stood, this many degrees across.
+ZOOM_SHARE = 0.25
+ZOOM_HFOV_DEG = (8.0, 20.0)
+_ZOOM_CANDIDATES = 64  # aim points tried at once; some are hidden behind other boxes
+_ZOOM_MIN_COSINE = 0.3  # prefer walls seen less than ~72 degrees off their normal: no slivers of wall
+_ZOOM_FRAME_GRID = (0.05, 0.5, 0.95)  # where, across the frame's width and height, rays check what it shows
+
+
+def facing_walls(landmark: Landmark, point: np.ndarray) -> list[int]:
+    """Indices into ``landmark.faces`` of the building's walls (its roof excluded) whose outer
+    side faces ``point`` ((3,) world, metres)."""
+    building = landmark.building.name
+    return [k for k, face in enumerate(landmark.faces[:-1])
+            if face.name.rsplit("_", 1)[0] == building and face.axis != 2 and face.faces_towards(point)]
+
+
+def _wall_share(landmark: Landmark, walls: list[int], centre: np.ndarray, target: np.ndarray,
+                focal: float, size: tuple[int, int]) -> float:
+    """Share of a 3 x 3 grid of rays across the frame of a camera at ``centre`` looking at
+    ``target`` (focal length ``focal`` px, ``size`` (w, h)) whose first hit is one of ``walls``."""
+    w, h = size
+    x, y = np.meshgrid((np.array(_ZOOM_FRAME_GRID) - 0.5) * w / focal, (np.array(_ZOOM_FRAME_GRID) - 0.5) * h / focal)
+    R, _ = look_at(centre, target)
+    _, hit = landmark.trace(centre, np.stack([x.ravel(), y.ravel(), np.ones(x.size)], 1) @ R)
+    return float(np.isin(hit, walls).mean())
+
+
+def _zoom_target(landmark: Landmark, centre: np.ndarray, focal: float, size: tuple[int, int],
+                 rng: np.random.Generator) -> np.ndarray:
+    """(3,) random point on a wall of the building facing ``centre`` that ``centre`` sees.
+
+    Draws candidates on the facing walls. Among those nothing hides and that are seen well off
+    grazing (else those nothing hides, else all), takes the first around which the walls fill the
+    whole frame of focal length ``focal`` px and ``size`` (w, h), else the one they fill most."""
+    walls = facing_walls(landmark, centre)
+    faces = rng.choice(walls, _ZOOM_CANDIDATES)
+    uv = rng.uniform(0.0, 1.0, (_ZOOM_CANDIDATES, 2))
+    points = np.array([landmark.faces[k].point(u, v) for k, (u, v) in zip(faces, uv)])
+    rays = points - centre
+    _, hit = landmark.trace(centre, rays)
+    seen = hit == faces  # the first surface on the way is the wall itself
+    normals = np.array([landmark.faces[k].normal for k in faces])
+    cosine = -np.sum(rays * normals, 1) / np.linalg.norm(rays, axis=1)
+    usable = next((u for u in (seen & (cosine > _ZOOM_MIN_COSINE), seen) if u.any()), np.ones(len(faces), bool))
+    best, best_share = None, -1.0
+    for point in points[usable]:
+        share = _wall_share(landmark, walls, centre, point, focal, size)
+        if share == 1.0:
+            return point
+        if share > best_share:
+            best, best_share = point, share
+    return best
+
+
+def zoomed_camera(landmark: Landmark, intrinsics: tuple, cam_from_world: tuple,
+                  rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """A detail of the building shot with a long lens from where a collection camera stands.
+
+    intrinsics: (fx, fy, cx, cy, w, h) PINHOLE; cam_from_world: (R (3, 3), t (3,)) with
+    x_cam = R @ x_world + t (see the module docstring). Keeps the camera's centre and image size;
+    draws a horizontal field of view in ZOOM_HFOV_DEG and aims, with zero roll (look_at), at a
+    random point of a wall of ``landmark.building`` (not its roof) whose outer side faces the
+    camera and that nothing hides from it, preferring points around which the building's walls
+    fill the frame. Returns the zoomed camera's (intrinsics, cam_from_world), principal point at
+    the image centre.
+    """
+    R, t = (np.asarray(a, float) for a in cam_from_world)
+    centre = -R.T @ t
+    w, h = intrinsics[4:]
+    f = float(w / 2 / np.tan(np.radians(rng.uniform(*ZOOM_HFOV_DEG)) / 2))
+    pose = look_at(centre, _zoom_target(landmark, centre, f, (w, h), rng))
+    return (f, f, w / 2, h / 2, int(w), int(h)), pose
+
+
+# `synth --nuisances night`: this share of the photos are taken at night, under street lamps.
+NIGHT_SHARE = 0.2
+NIGHT_GAIN = (0.06, 0.25)  # exposure relative to the day
+NIGHT_GAMMA = (1.2, 1.6)  # > 1: shadows sink faster than highlights
+NIGHT_NOISE_GREY = (1.5, 4.0)  # sensor noise, standard deviation in grey levels
+SODIUM_TINT = np.array([1.0, 0.72, 0.4], np.float32)  # the orange of sodium street lamps, per RGB channel
+
+
+def night_copy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A night-time copy of a day photo: (H, W, 3) uint8 in and out, same pixels, same camera.
+
+    Darkens (a gain in NIGHT_GAIN after a gamma in NIGHT_GAMMA, which crushes the shadows), tints
+    the light as sodium lamps do (SODIUM_TINT) and adds Gaussian sensor noise of NIGHT_NOISE_GREY
+    grey levels. Deterministic for the state of ``rng``.
+    """
+    gain, gamma, noise = (rng.uniform(*r) for r in (NIGHT_GAIN, NIGHT_GAMMA, NIGHT_NOISE_GREY))
+    dark = 255.0 * np.float32(gain) * (image.astype(np.float32) / 255.0) ** np.float32(gamma) * SODIUM_TINT
+    dark += np.float32(noise) * rng.standard_normal(image.shape, np.float32)
+    return np.clip(dark + 0.5, 0, 255).astype(np.uint8)
 
 
 def render_distractor(size: tuple[int, int], seed: int) -> np.ndarray:

@@ -240,7 +240,7 @@ def test_nuisances_remove_exif_or_crop_photos_keeping_their_frames_exif(tmp_path
         assert (camera.params[2], camera.params[3]) != (camera.width / 2, camera.height / 2)
 
     assert main(["synth", "--n", "2", "--nuisances", "no-exif,crops", "--out", str(tmp_path / "x")]) == 2
-    assert main(["synth", "--n", "2", "--nuisances", "night", "--out", str(tmp_path / "x")]) == 2
+    assert main(["synth", "--n", "2", "--nuisances", "fog", "--out", str(tmp_path / "x")]) == 2
 
     # The control of camera sharing: one camera's photos, no EXIF.
     assert main(["synth", "--n", "3", "--one-camera", "--nuisances", "no-exif", "--out", str(tmp_path / "one")]) == 0
@@ -271,3 +271,100 @@ def test_the_symmetric_building_looks_the_same_half_a_turn_away():
     # The usual landmark has no such twins.
     plain = {f.name: f for f in build_landmark(textures).faces}
     assert not np.array_equal(plain["main_x+"].texture, plain["main_x-"].texture)
+
+
+def hfov_deg(intrinsics):
+    return np.degrees(2 * np.arctan(intrinsics[4] / 2 / intrinsics[0]))
+
+
+def test_zoomed_cameras_are_narrow_and_aimed_at_a_wall_of_the_building_facing_them():
+    """synth --nuisances zoom: a detail of a wall, from where the photographer stood."""
+    from sfm_core.synthetic import ZOOM_HFOV_DEG, build_landmark, collection_cameras, zoomed_camera
+
+    landmark = build_landmark([wave_texture()])
+    intrinsics, poses = collection_cameras(landmark, 16, seed=2)
+    rng = np.random.default_rng(0)
+    walls_hit, frame_on_walls = set(), []
+
+    def is_building_wall(face_index):
+        face = landmark.faces[face_index]
+        return face_index >= 0 and face.name.startswith(f"{landmark.building.name}_") and face.axis != 2
+
+    for K, pose in zip(intrinsics, poses):
+        (fx, fy, cx, cy, w, h), (R, t) = zoomed_camera(landmark, K, pose, rng)
+        assert (w, h) == K[4:] and fx == fy and (cx, cy) == (w / 2, h / 2)
+        assert ZOOM_HFOV_DEG[0] <= hfov_deg((fx, fy, cx, cy, w, h)) <= ZOOM_HFOV_DEG[1]
+        assert np.allclose(R @ R.T, np.eye(3)) and abs(R[0, 2]) < 1e-12  # zero roll: x stays horizontal
+        centre = centre_of(pose)
+        assert np.allclose(centre_of((R, t)), centre)
+        # The optical axis first meets a wall (not the roof) of the building, from its outer side.
+        _, [face] = landmark.trace(centre, R[2][None])
+        assert is_building_wall(face) and landmark.faces[face].normal @ R[2] < 0
+        walls_hit.add(face)
+        # The detail fills the frame: rays across it meet the building's walls.
+        i, j = np.mgrid[0:h:h // 6, 0:w:w // 6] + 0.5
+        dirs = np.stack([(j - cx) / fx, (i - cy) / fy, np.ones(i.shape)], -1).reshape(-1, 3) @ R
+        _, faces = landmark.trace(centre, dirs)
+        frame_on_walls.append(np.mean([is_building_wall(k) for k in faces]))
+    assert len(walls_hit) >= 3  # aimed all around the building, as the cameras stand
+    assert np.median(frame_on_walls) > 0.9
+
+
+def test_a_night_copy_is_dark_warm_and_noisy_but_shows_the_scene(scene):
+    from sfm_core.synthetic import night_copy
+
+    for day in scene.images[::10]:
+        for seed in range(4):
+            night = night_copy(day, np.random.default_rng(seed))
+            assert night.shape == day.shape and night.dtype == np.uint8
+            assert 0.02 * day.mean() < night.mean() < 0.3 * day.mean()
+            # Not black: what the day photo shows is still there.
+            assert np.corrcoef(day.mean(-1).ravel(), night.mean(-1).ravel())[0, 1] > 0.6
+            (r, _, b), (day_r, _, day_b) = night.mean((0, 1)), day.mean((0, 1))
+            assert r / b > 1.3 * day_r / day_b  # sodium lamps: orange light
+        assert np.array_equal(night, night_copy(day, np.random.default_rng(3)))
+        assert not np.array_equal(night, night_copy(day, np.random.default_rng(4)))
+
+
+def test_zoom_and_night_photos_are_listed_and_the_rest_of_the_collection_is_unchanged(tmp_path):
+    import json
+
+    from flows.synth import make_collection
+    from sfm_core.synthetic import ZOOM_HFOV_DEG, CollectionCameras
+    from storage.images import probe_image
+
+    make_collection(str(tmp_path / "zn"), 8, seed=1, workers=2, nuisances=("zoom", "night"))
+    make_collection(str(tmp_path / "plain"), 8, seed=1, workers=2)
+    assert not (tmp_path / "plain" / "nuisances.json").exists()
+    listed = json.loads((tmp_path / "zn" / "nuisances.json").read_text())
+    assert set(listed) == {"zoom", "night"} and all(listed.values())
+    names = sorted(p.name for p in (tmp_path / "zn" / "images").iterdir())
+    assert set(listed["zoom"]) | set(listed["night"]) < set(names)
+    truth, plain_truth = ({im.name: (rec, im) for im in rec.images.values()}
+                          for rec in (pycolmap.Reconstruction(str(tmp_path / d / "gt")) for d in ("zn", "plain")))
+
+    def intrinsics(found):
+        rec, image = found
+        camera = rec.cameras[image.camera_id]
+        return (*camera.params, camera.width, camera.height)
+
+    night_only = []
+    for name in names:
+        hfov = hfov_deg(intrinsics(truth[name]))
+        photo, day = (np.asarray(Image.open(tmp_path / d / "images" / name), float) for d in ("zn", "plain"))
+        if name in listed["zoom"]:
+            assert ZOOM_HFOV_DEG[0] - 0.1 <= hfov <= ZOOM_HFOV_DEG[1] + 0.1
+            # A zoom lens writes its focal length.
+            assert probe_image(str(tmp_path / "zn" / "images" / name)).focal_length_px == pytest.approx(
+                intrinsics(truth[name])[0], rel=0.02)
+        else:
+            low, high = CollectionCameras().hfov_deg
+            assert low - 0.1 <= hfov <= high + 0.1
+            assert intrinsics(truth[name]) == intrinsics(plain_truth[name])
+        if name in listed["night"] and name not in listed["zoom"]:
+            night_only.append(name)
+            assert 0.02 * day.mean() < photo.mean() < 0.3 * day.mean()  # the same view by day
+        if name not in listed["zoom"] + listed["night"]:
+            assert (tmp_path / "zn" / "images" / name).read_bytes() == \
+                (tmp_path / "plain" / "images" / name).read_bytes()
+    assert night_only  # seed 1 has one, so the darkness was compared
