@@ -19,7 +19,7 @@ def chunk_overlap_for(chunk_size: int) -> int:
 
 
 # What each feature kind's stored features were computed with, beyond the settings.
-_EXTRACTOR_VERSIONS = {"sift": "sift-oriented", "aliked": "aliked-n16", "xfeat": "xfeat"}
+_EXTRACTOR_VERSIONS = {"sift": "sift-oriented-stretched", "aliked": "aliked-n16-stretched", "xfeat": "xfeat-stretched"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Settings:
 
     def feature_settings(self) -> dict:
         """What a stored feature set depends on; `kind` names the store's group of each kind."""
-        # "sift-oriented": stores written before orientations were kept are extracted again.
+        # A new name per kind when extraction changes (orientations kept; dark photos stretched):
+        # stores written before are extracted again.
         return {"kind": self.features, "max_image_size": self.max_image_size, "max_features": self.max_features,
                 "extractor": _EXTRACTOR_VERSIONS[self.features]}

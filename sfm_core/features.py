@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pycolmap
 
+from sfm_core.exposure import stretch_dark
+
 
 @dataclass
 class Features:
@@ -50,7 +52,7 @@ class SiftExtractor:
 
     def __call__(self, rgb: np.ndarray, scale_xy: tuple[float, float]) -> Features:
         """rgb: (H, W, 3) uint8 downscaled image; scale_xy: full / downscaled size per axis."""
-        gray = np.ascontiguousarray(rgb.astype(np.float32).mean(axis=2) / 255.0)
+        gray = np.ascontiguousarray(stretch_dark(rgb.astype(np.float32).mean(axis=2) / 255.0))
         keypoints, descriptors = self._extractor.extract_from_float32_array(gray)
         matrix = pycolmap.keypoints_to_matrix(keypoints)  # (N, 4) x, y, scale, orientation
         descriptors = np.asarray(descriptors.data, dtype=np.uint8)

@@ -15,6 +15,7 @@ keeps a GPU busy at 1024 px.
 import numpy as np
 import torch
 
+from sfm_core.exposure import stretch_dark
 from sfm_core.features import Features, SiftExtractor
 
 ALIKED_MODEL = "aliked-n16"  # the ALIKED that LightGlue's 'aliked' weights were trained on
@@ -97,8 +98,10 @@ def _extractor_class(kind: str):
 
 
 def _image_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1] on `device`."""
-    return torch.tensor(rgb, device=device).permute(2, 0, 1)[None].float() / 255
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1] on `device`, a dark photo stretched
+    (exposure.stretch_dark)."""
+    image = stretch_dark(rgb.astype(np.float32) / 255)
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
 
 
 def _features(keypoints: torch.Tensor, descriptors: torch.Tensor, rgb: np.ndarray, scale_xy: tuple[float, float],
