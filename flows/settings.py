@@ -32,6 +32,9 @@ class Settings:
     match_ratio: float = 0.8  # Lowe's ratio test
     min_inliers: int = 15  # a verified pair needs this many RANSAC inliers
     retrieval_neighbours: int = 10  # candidate pairs per image from retrieval
+    # Then rounds of candidates from the verified view graph (photos that verify with a common
+    # third), at most retrieval_neighbours per image a round (sfm_core.retrieval.transitive_candidates)
+    transitive_rounds: int = 2
     exhaustive_below: int = 40  # smaller collections match all pairs
     chunk_size: int = 100  # most images reconstructed together (one GPU's worth)
     chunk_overlap: int = 12  # images neighbouring chunks share, to align them

@@ -25,7 +25,7 @@ from sfm_core.colours import mean_colours, observation_colours
 from sfm_core.learned_features import empty_features
 from sfm_core.learned_matching import make_matcher
 from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, merge_models
-from sfm_core.retrieval import candidate_pairs
+from sfm_core.retrieval import candidate_pairs, transitive_candidates
 from sfm_core.verification import verification_options, verify_pair
 from storage.chunk_table import read_chunks, write_chunks
 from storage.colmap_model import model_dirs, read_model, write_model
@@ -130,9 +130,11 @@ def extract_features(layout: OutputLayout, settings: Settings, storage_options: 
 
 
 @stage_task("matching", ("features", "match_ratio", "min_inliers", "camera_model", "shared_cameras", "intrinsics",
-                         "retrieval_neighbours", "exhaustive_below"))
+                         "retrieval_neighbours", "exhaustive_below", "transitive_rounds"))
 def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
-    """Candidate pairs from retrieval (all pairs of a small collection), matched and verified.
+    """Candidate pairs from retrieval (all pairs of a small collection), matched and verified;
+    after retrieval's, settings.transitive_rounds rounds of the pairs that the verified view
+    graph proposes (two photos that verify with a common third), matched and verified the same way.
 
     One thread per core takes a pair at a time: matching in torch on settings.device (SIFT:
     mutual nearest neighbours and the ratio test; ALIKED: LightGlue; XFeat: LighterGlue), then
@@ -166,12 +168,29 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
 
     with single_threaded_torch(settings.device == "cpu") as initializer, \
             ThreadPoolExecutor(os.cpu_count() or 1, initializer=initializer) as pool:
-        results = pool.map(match_and_verify, candidates.tolist())
-        verified = [pair for pair in StageProgress("matching", len(candidates), unit="pairs").track(results)
-                    if pair is not None]
+
+        def verify_all(pairs: np.ndarray, progress: str) -> list:
+            results = pool.map(match_and_verify, pairs.tolist())
+            tracked = StageProgress(progress, len(pairs), unit="pairs").track(results)
+            return [pair for pair in tracked if pair is not None]
+
+        verified, matched, rounds = verify_all(candidates, "matching"), candidates, []
+        exhaustive = len(rows) < settings.exhaustive_below
+        for round_number in range(1, 1 + (0 if exhaustive else settings.transitive_rounds)):
+            linked = np.array([(p.index1, p.index2) for p in verified], np.int64).reshape(-1, 2)
+            more = transitive_candidates(linked, matched, len(rows), settings.retrieval_neighbours)
+            if not len(more):
+                break
+            found = verify_all(more, f"matching through verified neighbours, round {round_number}")
+            verified, matched = verified + found, np.concatenate([matched, more])
+            rounds.append({"matched": len(more), "verified": len(found)})
+    verified.sort(key=lambda p: (p.index1, p.index2))
     write_pairs(str(layout.pairs), verified, [r.image_id for r in rows])
-    logger.done("matching: %d of %d candidate pairs verified (%d images)", len(verified), len(candidates), len(rows))
-    return {"pairs_matched": len(candidates), "pairs_verified": len(verified)}
+    how = "all pairs" if exhaustive else "retrieval's, then through verified neighbours: " + (
+        ", ".join(f"{r['verified']} of {r['matched']}" for r in rounds) or "none")
+    logger.done("matching: %d of %d candidate pairs verified (%d images; %s)", len(verified), len(matched),
+                len(rows), how)
+    return {"pairs_matched": len(matched), "pairs_verified": len(verified), "pairs_from_verified_neighbours": rounds}
 
 
 @contextlib.contextmanager

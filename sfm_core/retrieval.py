@@ -4,19 +4,24 @@ No downloaded weights or vocabularies: a visual vocabulary is learned on the col
 itself (spherical k-means on a sample of its descriptors, RootSIFT or learned), each image becomes one
 VLAD vector (residuals to the nearest word summed per word, power- and intra-normalised),
 and each image's most similar images become its candidate pairs. Small collections are
-matched exhaustively. Everything is batched torch on `device`, chunked so that memory stays
-bounded for thousands of images of thousands of features.
+matched exhaustively. Retrieval alone misses many pairs that would verify (a third of them
+kept on a collection photographed all around a building, `benchmarks/retrieval_recall.py`):
+the verified view graph proposes more (transitive_candidates), two photos that verify with a
+common third likely seeing the same part of the scene. Everything is batched torch on
+`device`, chunked so that memory stays bounded for thousands of images of thousands of features.
 """
 import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from sfm_core.matching import normalise_descriptors
 
 NUM_WORDS = 64  # VLAD dimension is NUM_WORDS * D (the descriptor width)
 NUM_NEIGHBOURS = 10
+TRANSITIVE_ROUNDS = 2  # rounds of candidates from the verified view graph after retrieval's
 EXHAUSTIVE_BELOW = 30  # below this many images, all pairs
 SAMPLE_SIZE = 100_000  # descriptors the vocabulary is learned on
 KMEANS_ITERATIONS = 20
@@ -130,6 +135,44 @@ def retrieval_pairs(global_desc: torch.Tensor | np.ndarray, k: int = NUM_NEIGHBO
     query = np.repeat(np.arange(len(desc)), k)
     pairs = np.sort(np.stack([query, nearest.ravel()], axis=1), axis=1)
     return np.unique(pairs, axis=0).astype(np.int64)
+
+
+def transitive_candidates(verified: np.ndarray, matched: np.ndarray, num_images: int,
+                          per_image: int = NUM_NEIGHBOURS) -> np.ndarray:
+    """Pairs not matched yet whose two images both verify with a common third one.
+
+    verified: (V, 2) index pairs that verified; matched: (M, 2) every pair matched so far (the
+    verified ones included), either order. A candidate is ranked, for each of its two images, by
+    how many verified neighbours they share (then by the other image's index, to be
+    deterministic), and kept when it is among the `per_image` best of either image, so the
+    candidates grow with the images, not with their square. Returns (P, 2) int64 pairs, i < j,
+    unique, sorted.
+    """
+    if len(verified) == 0 or per_image <= 0:
+        return np.zeros((0, 2), np.int64)
+    i, j = np.asarray(verified, np.int64).T
+    adjacency = scipy.sparse.coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])),
+                                        shape=(num_images, num_images)).tocsr()
+    adjacency.data[:] = 1.0  # a pair listed twice is one link
+    shared = scipy.sparse.triu(adjacency @ adjacency, k=1).tocoo()  # (i, l): common verified neighbours
+    pairs = np.stack([shared.row, shared.col], axis=1).astype(np.int64)
+    counts = shared.data
+    done = np.sort(np.asarray(matched, np.int64).reshape(-1, 2), axis=1)
+    fresh = ~np.isin(_pair_keys(pairs, num_images), _pair_keys(done, num_images))
+    pairs, counts = pairs[fresh], counts[fresh]
+    # Each candidate seen from both its images; each image's best: the most shared, then the
+    # other image's index.
+    image, other = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
+    order = np.lexsort((other, -np.r_[counts, counts], image))
+    rank = np.arange(len(order)) - np.searchsorted(image[order], image[order], side="left")
+    keep = np.zeros(len(pairs), bool)
+    keep[order[rank < per_image] % len(pairs)] = True
+    return np.unique(pairs[keep], axis=0)
+
+
+def _pair_keys(pairs: np.ndarray, num_images: int) -> np.ndarray:
+    """(P,) int64 one number per (i, j) pair, for set operations on pairs."""
+    return pairs[:, 0] * num_images + pairs[:, 1]
 
 
 def _sample(descriptors: Sequence[np.ndarray], sample_size: int, rng: np.random.Generator) -> np.ndarray:

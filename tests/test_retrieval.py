@@ -9,7 +9,7 @@ import torch
 
 from sfm_core.features import SiftExtractor
 from sfm_core.retrieval import (candidate_pairs, exhaustive_pair_array, global_descriptors,
-                                learn_vocabulary, retrieval_pairs)
+                                learn_vocabulary, retrieval_pairs, transitive_candidates)
 from sfm_core.synthetic import render_scene
 from storage.synthetic_io import load_package_textures
 
@@ -146,3 +146,61 @@ def test_fewer_descriptors_than_words_and_an_empty_image():
     assert desc.shape == (3, 203 * 128)
     assert torch.count_nonzero(desc[2]) == 0
     assert torch.allclose(desc[:2].norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_the_verified_view_graph_proposes_pairs_through_common_neighbours():
+    chain = np.array([(0, 1), (1, 2), (2, 3), (3, 4)])
+    assert transitive_candidates(chain, chain, 5).tolist() == [[0, 2], [1, 3], [2, 4]]
+    # Pairs matched already (verified or not) are not proposed again.
+    tried = np.concatenate([chain, [(3, 1)]])
+    assert transitive_candidates(chain, tried, 5).tolist() == [[0, 2], [2, 4]]
+    assert transitive_candidates(np.zeros((0, 2), np.int64), chain, 5).shape == (0, 2)
+
+
+def test_transitive_candidates_are_bounded_per_image_and_ranked_by_shared_neighbours():
+    # A hub verified with 30 photos proposes every pair of them: 435 pairs. At most 3 per
+    # photo a round, each photo's best by neighbours shared: pairs that also share photo 31.
+    hub = [(0, k) for k in range(1, 31)]
+    second = [(31, k) for k in (5, 6, 7, 8)]
+    verified = np.array(hub + second)
+    proposed = transitive_candidates(verified, verified, 32, per_image=3)
+    assert len(proposed) <= 3 * 32  # each photo picks its 3 best
+    picked = {tuple(p) for p in proposed.tolist()}
+    assert {(5, 6), (5, 7), (5, 8), (6, 7), (6, 8), (7, 8)} <= picked  # 2 shared neighbours each
+    assert (0, 31) in picked  # the hub and photo 31 share four
+    assert not picked & {tuple(v) for v in verified.tolist()} and all(a < b for a, b in picked)
+    assert np.array_equal(proposed, transitive_candidates(verified[::-1], verified, 32, per_image=3))
+
+
+def test_matching_adds_the_pairs_the_verified_view_graph_proposes(tmp_path):
+    """The matching stage on 16 views all around the landmark, retrieval giving each photo only
+    its 2 most similar: two rounds through verified neighbours verify most of what matching
+    every pair verifies, within their bound, and every pair they add was not matched before."""
+    from flows.layout import OutputLayout
+    from flows.settings import Settings
+    from flows.tasks import extract_features, ingest, match_pairs
+    from storage.pair_table import read_pairs
+    from storage.synthetic_io import write_scene
+
+    write_scene(render_scene(load_package_textures(), n_cameras=16, image_size=(320, 240), supersample=1,
+                             arc_deg=360), tmp_path / "scene")
+    found = {}
+    for name, exhaustive_below, rounds in (("retrieval", 0, 0), ("rounds", 0, 2), ("exhaustive", 100, 2)):
+        layout = OutputLayout(tmp_path / name)
+        settings = Settings(max_features=1024, retrieval_neighbours=2, exhaustive_below=exhaustive_below,
+                            transitive_rounds=rounds)
+        ingest.fn(layout, settings, "listing", str(tmp_path / "scene" / "images"))
+        extract_features.fn(layout, settings, "listing")
+        report = match_pairs.fn(layout, settings, "features")
+        pairs = read_pairs(str(layout.pairs), list(range(1, 17)))
+        assert report["pairs_verified"] == len(pairs)
+        found[name] = report, {(p.index1, p.index2) for p in pairs}
+    (alone, by_retrieval), (more, with_rounds) = found["retrieval"], found["rounds"]
+    every, by_all = found["exhaustive"]
+    assert every["pairs_matched"] == 120 and every["pairs_from_verified_neighbours"] == []  # all pairs: no rounds
+    assert alone["pairs_from_verified_neighbours"] == [] and alone["pairs_matched"] <= 2 * 16
+    added = more["pairs_from_verified_neighbours"]
+    assert 1 <= len(added) <= 2 and all(r["matched"] <= 2 * 16 for r in added)
+    assert more["pairs_matched"] == alone["pairs_matched"] + sum(r["matched"] for r in added)
+    assert by_retrieval < with_rounds <= by_all
+    assert len(with_rounds) >= 0.8 * len(by_all) > len(by_retrieval)
