@@ -21,7 +21,6 @@ from sfm_core.matching import normalise_descriptors
 
 NUM_WORDS = 64  # VLAD dimension is NUM_WORDS * D (the descriptor width)
 NUM_NEIGHBOURS = 10
-TRANSITIVE_ROUNDS = 2  # rounds of candidates from the verified view graph after retrieval's
 EXHAUSTIVE_BELOW = 30  # below this many images, all pairs
 SAMPLE_SIZE = 100_000  # descriptors the vocabulary is learned on
 KMEANS_ITERATIONS = 20
