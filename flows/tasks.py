@@ -25,7 +25,7 @@ from sfm_core.colours import mean_colours, observation_colours
 from sfm_core.learned_features import empty_features
 from sfm_core.learned_matching import make_matcher
 from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, merge_models
-from sfm_core.retrieval import candidate_pairs, transitive_candidates
+from sfm_core.retrieval import candidate_pairs, matches_every_pair, transitive_candidates
 from sfm_core.verification import verification_options, verify_pair
 from storage.chunk_table import read_chunks, write_chunks
 from storage.colmap_model import model_dirs, read_model, write_model
@@ -175,7 +175,7 @@ def match_pairs(layout: OutputLayout, settings: Settings) -> dict:
             return [pair for pair in tracked if pair is not None]
 
         verified, matched, rounds = verify_all(candidates, "matching"), candidates, []
-        exhaustive = len(rows) < settings.exhaustive_below
+        exhaustive = matches_every_pair(len(rows), settings.exhaustive_below)
         for round_number in range(1, 1 + (0 if exhaustive else settings.transitive_rounds)):
             linked = np.array([(p.index1, p.index2) for p in verified], np.int64).reshape(-1, 2)
             more = transitive_candidates(linked, matched, len(rows), settings.retrieval_neighbours)

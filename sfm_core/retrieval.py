@@ -36,10 +36,16 @@ def candidate_pairs(descriptors: Sequence[np.ndarray], num_neighbours: int = NUM
     width for all). Returns (P, 2) int64 index pairs,
     i < j, unique, sorted.
     """
-    if len(descriptors) < exhaustive_below:
+    if matches_every_pair(len(descriptors), exhaustive_below):
         return exhaustive_pair_array(len(descriptors))
     vocabulary = learn_vocabulary(descriptors, num_words, seed, device)
     return retrieval_pairs(global_descriptors(descriptors, vocabulary), num_neighbours)
+
+
+def matches_every_pair(num_images: int, exhaustive_below: int = EXHAUSTIVE_BELOW) -> bool:
+    """Whether a collection of num_images is matched exhaustively rather than along retrieval's
+    candidates."""
+    return num_images < exhaustive_below
 
 
 def exhaustive_pair_array(num_images: int) -> np.ndarray:

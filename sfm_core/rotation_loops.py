@@ -12,9 +12,9 @@ pairs is wrong is not known).
 """
 from dataclasses import dataclass, replace
 
-import numpy as np
 from scipy.spatial.transform import Rotation
 
+from sfm_core.evaluation import rotation_angle_deg
 from sfm_core.initialization import pose_graph_components
 from sfm_core.verification import VerifiedPair
 
@@ -62,7 +62,7 @@ def drop_loop_breaking_pairs(pairs: list[VerifiedPair], max_loop_error_deg: floa
         for c in neighbours[a] & neighbours[b]:
             if c > b:
                 around = rotation[a, c].T @ rotation[b, c] @ rotation[a, b]  # a -> b -> c -> a
-                loops[a, b, c] = _angle_deg(around) <= max_loop_error_deg
+                loops[a, b, c] = rotation_angle_deg(around) <= max_loop_error_deg
     counted = len(loops), sum(loops.values())
     closed = {edge: 0 for edge in rotation}
     broken = {edge: 0 for edge in rotation}
@@ -121,7 +121,3 @@ def _largest_group(num_frames: int, pairs: list[VerifiedPair]) -> set[int]:
 
 def _key(pair: VerifiedPair) -> tuple[int, int]:
     return min(pair.index1, pair.index2), max(pair.index1, pair.index2)
-
-
-def _angle_deg(matrix: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0))))

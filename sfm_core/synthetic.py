@@ -351,6 +351,11 @@ def _aim(landmark: Landmark) -> tuple[np.ndarray, float]:
     return np.array([*(b.lo[:2] + b.hi[:2]) / 2, 0.4 * b.hi[2]]), float(max(b.hi[:2] - b.lo[:2]))
 
 
+def focal_for_hfov(width: float, hfov_deg: float) -> float:
+    """Focal length in pixels of a pinhole camera `width` pixels wide seeing `hfov_deg` degrees across."""
+    return width / 2 / np.tan(np.radians(hfov_deg) / 2)
+
+
 def _place_cameras(centre: np.ndarray, azimuth, distance, height, hfov_deg, sizes, target_jitter: float,
                    rng: np.random.Generator) -> tuple[list, list]:
     """(intrinsics, cam_from_world) of cameras at (azimuth, distance, height) around centre,
@@ -358,7 +363,7 @@ def _place_cameras(centre: np.ndarray, azimuth, distance, height, hfov_deg, size
     intrinsics, poses = [], []
     for k in range(len(sizes)):
         w, h = sizes[k]
-        f = w / 2 / np.tan(np.radians(hfov_deg[k]) / 2)
+        f = focal_for_hfov(w, hfov_deg[k])
         intrinsics.append((float(f), float(f), w / 2, h / 2, int(w), int(h)))
         camera = np.array([centre[0] + distance[k] * np.cos(azimuth[k]),
                            centre[1] + distance[k] * np.sin(azimuth[k]), height[k]])
@@ -606,7 +611,7 @@ def zoomed_camera(landmark: Landmark, intrinsics: tuple, cam_from_world: tuple,
     R, t = (np.asarray(a, float) for a in cam_from_world)
     centre = -R.T @ t
     w, h = intrinsics[4:]
-    f = float(w / 2 / np.tan(np.radians(rng.uniform(*ZOOM_HFOV_DEG)) / 2))
+    f = float(focal_for_hfov(w, rng.uniform(*ZOOM_HFOV_DEG)))
     pose = look_at(centre, _zoom_target(landmark, centre, f, (w, h), rng))
     return (f, f, w / 2, h / 2, int(w), int(h)), pose
 
