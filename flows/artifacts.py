@@ -352,33 +352,33 @@ def _fmt(value, digits: int = 3):
     return None if value is None else round(float(value), digits)
 
 
-def image_rows(rows, models, report: dict | None = None) -> list[dict]:
-    """One table row per input file: what ingest made of it, where its focal length comes from
-    and which model registered it (an undetermined pose said as such). Cells stay short: the
-    reasons (a rejected EXIF focal's, an undetermined pose's) are in the manifest, report.json
-    and the run's log."""
-    from flows.stage_io import cameras_stage_findings, focal_sources  # imports torch: only when the tables are made
-
-    model_of = {}
-    for index, rec in enumerate(models):
-        for image in rec.images.values():
-            if image.has_pose:
-                model_of.setdefault(image.name, f"sparse/{index}")
-    entries = (report or {}).get("stages", {}).get("export", {}).get("models", [])
-    for entry in entries:
-        for name in entry.get("undetermined", {}):
-            if model_of.get(name) == entry["model"]:
-                model_of[name] = f"{entry['model']}, pose undetermined"
-    sources = focal_sources(rows, (report or {}).get("settings", {}).get("intrinsics", ()),
-                            cameras_stage_findings((report or {}).get("stages", {}), "exif_rejected"))
+def image_rows(rows) -> list[dict]:
+    """One table row per input file (manifest rows, as flows.outcomes resolved them at the end
+    of the run): what ingest made of it, where its focal length comes from and which model
+    registered it (an undetermined pose or a photo left out for contradictions said as such).
+    Cells stay short: the reasons are in the manifest, report.json and the run's log."""
     # A left-out file's status is the kind of reason only: the left-out table has it in full.
     # The camera has a table of its own (camera_rows) and the file size stays in the manifest:
     # with them, a phone's photos made the table wider than the UI's box.
     return [{"name": r.name, "status": "ok" if r.status == "ok" else f"left out: {reason_kind(r.status)}",
-             "registered in": model_of.get(r.name, "no" if r.status == "ok" else ""),
+             "registered in": _registered_cell(r),
              "size": f"{r.width}x{r.height}" if r.width and r.height else None,
-             "focal px (EXIF)": _fmt(r.focal_length_px, 1), "focal source": source and source.split(":")[0]}
-            for r, source in zip(rows, sources)]
+             "focal px (EXIF)": _fmt(r.focal_length_px, 1),
+             "focal source": r.focal_source and r.focal_source.split(":")[0]}
+            for r in rows]
+
+
+def _registered_cell(row) -> str:
+    """"sparse/<m>" from a row's result; "undetermined" where its pose is not (the model is in
+    the manifest: a longer cell cut the table's last column in the UI's box); "no" for a usable
+    photo in no model ("no, left out" where the cameras stage left it out); "" for a file that
+    is not used."""
+    if row.status != "ok":
+        return ""
+    result = row.result or ""
+    if result.startswith("sparse/"):
+        return "undetermined" if ", pose undetermined" in result else result
+    return "no, left out" if result.startswith("left out") else "no"
 
 
 def camera_rows(rows) -> list[dict]:
@@ -531,7 +531,7 @@ def run_artifacts(report: dict, layout: OutputLayout, rows, models, preview: byt
                    f"{totals['registered']} registered, {totals['points']} points; outputs in {output}",
         markdown=summary_markdown(report, layout, rows, preview))]
 
-    images = image_rows(rows, models, report)
+    images = image_rows(rows)
     artifacts.append(_table_or_why_empty(
         "images", images, f"ingest: {len(rows)} files, {totals['images']} used, {totals['left_out']} left out"
                           + (f" (first {MAX_TABLE_ROWS} shown)" if len(images) > MAX_TABLE_ROWS else ""),

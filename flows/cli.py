@@ -20,6 +20,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", default=DEFAULTS.features, choices=list(FEATURE_KINDS),
                         help="local features and matcher: sift (mutual nearest neighbours), aliked (LightGlue) "
                              "or xfeat (LighterGlue) (default %(default)s)")
+    parser.add_argument("--transitive-rounds", type=_rounds, default=DEFAULTS.transitive_rounds, metavar="N",
+                        help="rounds of candidate pairs from the verified view graph after retrieval's, in "
+                             "collections of 40+ photos; 0 matches retrieval's candidates only (default %(default)s)")
     parser.add_argument("--camera-model", default=DEFAULTS.camera_model,
                         help="COLMAP camera model (default %(default)s)")
     parser.add_argument("--shared-cameras", default=DEFAULTS.shared_cameras, choices=list(SHARED_CAMERAS),
@@ -52,7 +55,7 @@ def _flow_kwargs(args) -> dict:
             "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
             "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
-            "intrinsics": args.intrinsics}
+            "intrinsics": args.intrinsics, "transitive_rounds": args.transitive_rounds}
 
 
 def _chunk_size(text: str) -> int:
@@ -60,6 +63,12 @@ def _chunk_size(text: str) -> int:
         chunk_overlap_for(int(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return int(text)
+
+
+def _rounds(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rounds (0, 1, 2, ...)")
     return int(text)
 
 

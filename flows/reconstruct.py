@@ -17,8 +17,9 @@ from flows.checkpointing import report_of, results_storage, run_stage
 from flows.chunk_tasks import CHUNK_STAGES, make_tracks
 from flows.dispatch import chunk_task_runner, gpu_annotation
 from flows.layout import OutputLayout, chunk_name
+from flows.outcomes import record_outcomes
 from flows.settings import Settings, chunk_overlap_for
-from flows.stage_io import cameras_stage_findings, count_focal_sources, focal_sources, stage_logger, usable_rows
+from flows.stage_io import count_focal_sources, stage_logger, usable_rows
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
 from sfm_core.cameras import parse_camera_spec
 from sfm_core.chunking import Chunk
@@ -39,13 +40,16 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
                 camera_model: str = "SIMPLE_RADIAL", shared_cameras: str = "auto", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
                 track_refinement: str = "correlation", refiner_weights: str | None = None,
-                intrinsics: list[str] | None = None, storage_options: dict | None = None) -> dict:
+                intrinsics: list[str] | None = None, transitive_rounds: int = 2,
+                storage_options: dict | None = None) -> dict:
     """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
     (a folder or a URI; see README: what it writes). Chunks of at most `chunk_size` images run
     on the Dask scheduler at `dask_address`, or on a local cluster. `refiner_weights` (a file
     of `landmark-sfm train`) refines the tracks with the learned refiner instead of
     `track_refinement`. `intrinsics`: known cameras ("MODEL WIDTH HEIGHT PARAMS...", as a line
-    of COLMAP's cameras.txt without its id): photos of their size use them, held fixed."""
+    of COLMAP's cameras.txt without its id): photos of their size use them, held fixed.
+    `transitive_rounds`: rounds of candidate pairs from the verified view graph after
+    retrieval's (Settings.transitive_rounds)."""
     if refiner_weights:
         load_weights(refiner_weights)  # a bad file fails here, in one line, not in every chunk
     for spec in intrinsics or ():
@@ -53,7 +57,7 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
     settings = Settings(max_image_size=max_image_size, max_features=max_features, features=features,
                         camera_model=camera_model, shared_cameras=shared_cameras, bundle_adjuster=bundle_adjuster,
                         device=device, chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
-                        intrinsics=tuple(intrinsics or ()),
+                        intrinsics=tuple(intrinsics or ()), transitive_rounds=transitive_rounds,
                         track_refinement="learned" if refiner_weights else track_refinement,
                         refiner_weights=refiner_weights and str(Path(refiner_weights).resolve()),
                         refiner_sha256=refiner_weights and file_sha256(refiner_weights))
@@ -131,9 +135,9 @@ def _run(source: str, root: Path, settings: Settings, dask_address: str | None, 
     done = stages["bundle-adjustment"]["chunks"]
     upstream = stage("merge", merge_chunks, make_key("chunks", [r["key"] for r in done]), [r["chunk"] for r in done])
     stage("export", export, upstream, storage_options)
+    record_outcomes(layout, settings.intrinsics, stages)
     report = _run_report(source, output, settings, stages, time.perf_counter() - started,
-                         count_focal_sources(focal_sources(usable_rows(layout), settings.intrinsics,
-                                                           cameras_stage_findings(stages, "exif_rejected"))))
+                         count_focal_sources(r.focal_source for r in usable_rows(layout)))
     with atomic_path(str(layout.report)) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
     write_stage_table(str(layout.stage_table), stages)

@@ -59,20 +59,6 @@ def initial_cameras(rows, settings: Settings) -> InitialCameras:
 FOCAL_SOURCE_KINDS = ("exif", "exif_rejected", "calibrated", "known")
 
 
-def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) -> list[str | None]:
-    """Where the focal length of each row comes from: "known" where the photo's size is that of
-    a camera of `intrinsics` (settings.intrinsics: with_known_intrinsics gives it that camera),
-    "exif_rejected: <why>" where the cameras stage found its EXIF contradicted (`contradicted`,
-    {name: why}: cameras_stage_findings), else the manifest's focal_source. Resolved here rather
-    than at ingest because ingest's checkpoint key leaves out the intrinsics (changing them must
-    not re-read every photo) and ingest sees no pair."""
-    known = {(camera.width, camera.height) for camera in map(parse_camera_spec, intrinsics)}
-    contradicted = contradicted or {}
-    return ["known" if r.status == "ok" and (r.width, r.height) in known else
-            f"exif_rejected: {contradicted[r.name]}" if r.status == "ok" and r.name in contradicted else
-            r.focal_source for r in rows]
-
-
 def cameras_stage_findings(stages: dict, key: str) -> dict[str, str]:
     """{photo name: why} that the chunks' cameras stage reported under `key` ("exif_rejected":
     EXIF focal lengths the view graph contradicts; "left_out_for_contradictions"), from the

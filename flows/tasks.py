@@ -13,6 +13,7 @@ import torch
 
 from flows.artifacts import StageProgress
 from flows.checkpointing import stage_task
+from flows.chunk_tasks import view_graph_exif_rejections
 from flows.feature_workers import IMAGES_PER_PROCESS, extracted_features
 from flows.layout import OutputLayout
 from flows.settings import Settings
@@ -92,10 +93,10 @@ def ingest(layout: OutputLayout, settings: Settings, source: str, storage_option
         logger.warning("left out %s: %s", row.name, row.status)
     usable = len(rows) - len(left_out)
     for row in rows:
-        if row.status == "ok" and row.focal_source.startswith("exif_rejected"):
+        if row.status == "ok" and row.ingest_focal_source.startswith("exif_rejected"):
             logger.warning("EXIF focal length of %s not used (self-calibrated instead): %s", row.name,
-                           row.focal_source.split(": ", 1)[1])
-    sources = count_focal_sources(r.focal_source for r in rows if r.status == "ok")
+                           row.ingest_focal_source.split(": ", 1)[1])
+    sources = count_focal_sources(r.ingest_focal_source for r in rows if r.status == "ok")
     logger.done("ingest: %d files, %d usable, %d left out; focal lengths: %s", len(rows), usable, len(left_out),
                 ", ".join(f"{n} {kind}" for kind, n in sources.items() if n) or "none")
     if usable < 2:
@@ -297,7 +298,8 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
                 "mean_reprojection_error_px": round(float(m.compute_mean_reprojection_error()), 4),
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
-    summary = [{**entry, **grades} for entry, grades in zip(summary, model_grades(layout, models, settings.features))]
+    grades = model_grades(layout, models, settings.features, view_graph_exif_rejections(layout, chunk_plan(layout)))
+    summary = [{**entry, **grade} for entry, grade in zip(summary, grades)]
     logger.done("export: %d model(s) %s, %d photo(s) gave no colours", len(models),
                 [s["registered"] for s in summary], len(uncoloured))
     return {"models": summary, "uncoloured_images": len(uncoloured)}

@@ -9,16 +9,20 @@ from storage.feature_store import FeatureStore
 from storage.pair_table import read_pairs
 
 
-def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction], features: str) -> list[dict]:
+def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction], features: str,
+                 exif_rejected: dict[str, str] | None = None) -> list[dict]:
     """Per model, for its entry in report.json: "verdict" {"status": "ok" | "suspect",
     "reasons": [...]}, "registered" (its images whose pose is determined: the others are not
-    counted as registered), "undetermined" {name: why} and the figures the verdict read."""
+    counted as registered), "undetermined" {name: why} and the figures the verdict read.
+    exif_rejected: {name: why} of the EXIF focal lengths the cameras stage found contradicted."""
     # Every usable photo counts, those with no verified pair too: a model that leaves out
     # most of the collection does not reconstruct it, whatever the reason.
     rows = usable_rows(layout)
     photos = len(rows)
-    # The focal lengths the cameras started from, where EXIF gave them (ingest accepted it).
-    exif_focals = {r.name: r.focal_length_px for r in rows if r.focal_source == "exif" and r.focal_length_px}
+    # The focal lengths the cameras started from, where EXIF gave them: ingest accepted it and
+    # the view graph did not contradict it (a rejected one was not used: leaving it is no sign).
+    exif_focals = {r.name: r.focal_length_px for r in rows
+                   if r.ingest_focal_source == "exif" and r.focal_length_px and r.name not in (exif_rejected or {})}
     pairs = _strong_pairs(layout, rows, features)
     logger = stage_logger()
     grades = []

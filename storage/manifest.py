@@ -12,14 +12,22 @@ a photo was left out. Schema (MANIFEST_SCHEMA):
     width            int32    viewed (EXIF-oriented) width in pixels; null if not an image
     height           int32    viewed (EXIF-oriented) height in pixels; null if not an image
     focal_length_px  float64  focal length in full-resolution pixels from EXIF; null if unknown or rejected
-    focal_source     string   where the focal length comes from: "exif", "exif_rejected: <why>" or
-                              "calibrated" (none usable in EXIF: self-calibrated); null if not an image.
-                              "known" (a camera of --intrinsics) is resolved where cameras are built
-                              (flows.stage_io.focal_sources), as ingest's key leaves out the intrinsics
+    focal_source     string   where the focal length of the photo's camera comes from: "exif",
+                              "exif_rejected: <why>", "calibrated" (self-calibrated) or "known" (a
+                              camera of --intrinsics); null if not an image. Ingest writes its own
+                              judgement (ingest_focal_source); the end of the run resolves it
+                              (flows.outcomes), with the intrinsics and the view graph's rejections
     exif_focal_mm    float64  EXIF FocalLength in mm; null if absent
     camera_make      string   EXIF Make; null if absent
     camera_model     string   EXIF Model; null if absent
     status           string   "ok", "duplicate of <name>", or why the photo is unusable (not null)
+    ingest_focal_source string ingest's judgement from the file alone: "exif", "exif_rejected: <why>"
+                              or "calibrated" (none usable in EXIF); what the stages read, so that
+                              a re-run with other settings starts from it, not from a past result
+    result           string   what the run made of a usable photo, written at its end: "sparse/<m>",
+                              "sparse/<m>, pose undetermined: <why>", "left out: <why>" (the cameras
+                              stage found it posed only by contradicted pairs) or "not registered";
+                              null while the run goes on and for unusable files
 
 A file with the same sha256 as an earlier usable one is the same photo: it is
 processed once, under the earlier name, and its own row says whose duplicate it is.
@@ -51,6 +59,8 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("camera_make", pa.string()),
         pa.field("camera_model", pa.string()),
         pa.field("status", pa.string(), nullable=False),
+        pa.field("ingest_focal_source", pa.string()),
+        pa.field("result", pa.string()),
     ]
 )
 
@@ -72,6 +82,8 @@ class ManifestRow:
     camera_make: str | None
     camera_model: str | None
     status: str
+    ingest_focal_source: str | None = None
+    result: str | None = None
 
 
 def build_manifest(root: str, files: list[str], storage_options: dict | None = None) -> list[ManifestRow]:
@@ -102,6 +114,7 @@ def build_manifest(root: str, files: list[str], storage_options: dict | None = N
                 camera_make=probe.camera_make,
                 camera_model=probe.camera_model,
                 status=status,
+                ingest_focal_source=probe.focal_source,
             )
         )
     return rows
@@ -117,8 +130,14 @@ def write_manifest(rows: list[ManifestRow], path: str) -> None:
         os.fsync(f.fileno())
 
 
+# Manifests written before 0.3.4 end before ingest_focal_source: their focal_source is ingest's.
+_SCHEMA_BEFORE_0_3_4 = pa.schema(list(MANIFEST_SCHEMA)[:-2])
+
+
 def read_manifest(path: str) -> list[ManifestRow]:
     table = pq.read_table(path)
+    if table.schema.equals(_SCHEMA_BEFORE_0_3_4):
+        return [ManifestRow(**row, ingest_focal_source=row["focal_source"]) for row in table.to_pylist()]
     if not table.schema.equals(MANIFEST_SCHEMA):
         raise ValueError(f"{path} is not a manifest: schema differs from MANIFEST_SCHEMA")
     return [ManifestRow(**row) for row in table.to_pylist()]

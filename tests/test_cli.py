@@ -146,3 +146,14 @@ def test_every_command_has_a_one_line_summary_and_an_example(capsys):
         assert re.search(rf"^examples?:\n  landmark-sfm {name or ''}", text, re.MULTILINE), text
         if name is not None:
             assert command.description and "\n" not in command.description
+
+
+def test_transitive_rounds_reach_the_settings_and_a_bad_count_is_refused(capsys):
+    from flows.cli import _flow_kwargs
+    parser = build_parser()
+    assert _flow_kwargs(parser.parse_args(["run", "photos", "--out", "out"]))["transitive_rounds"] == 2
+    assert _flow_kwargs(parser.parse_args(["run", "photos", "--out", "out", "--transitive-rounds", "0"]))[
+        "transitive_rounds"] == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "photos", "--out", "out", "--transitive-rounds", "-1"])
+    assert "'-1' is not a number of rounds" in capsys.readouterr().err

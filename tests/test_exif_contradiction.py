@@ -78,9 +78,12 @@ def test_the_flow_rejects_the_exif_of_cropped_photos(tmp_path, prefect_api):
     rejected = chunk["exif_rejected"]
     assert report["totals"]["focal_sources"]["exif_rejected"] == len(rejected) >= 25
     assert all(why.startswith("contradicted by the view graph: EXIF ") for why in rejected.values())
-    # The manifest keeps what ingest read; the rejection is the cameras stage's.
+    # The manifest gives the rejection and its reason, and keeps what ingest read beside it.
     manifest = {r.name: r for r in read_manifest(str(tmp_path / "out" / "manifest.parquet"))}
-    assert all(manifest[name].focal_source == "exif" for name in rejected)
+    assert all(manifest[name].focal_source == f"exif_rejected: {why}" for name, why in rejected.items())
+    assert all(manifest[name].ingest_focal_source == "exif" for name in rejected)
+    # The verdict does not hold a rejected EXIF focal length against the model: no camera started from it.
+    assert not any("with an EXIF focal length left it" in reason for reason in report["verdict"]["reasons"])
 
     model = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse" / "0"))
     truth = pycolmap.Reconstruction(str(tmp_path / "crops" / "gt"))

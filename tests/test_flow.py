@@ -42,6 +42,9 @@ def test_bad_files_are_left_out_with_their_reason(run_with_junk):
     good = [r for r in rows.values() if r.name.startswith("img_")]
     assert len(good) == 12 and all(r.status == "ok" and r.sha256 and r.width == 480 for r in good)
     assert report["totals"]["left_out"] == 3 and report["totals"]["images"] == 12
+    # The end of the run writes what became of each usable photo and where its focal length came from.
+    assert all(r.result == "sparse/0" and r.focal_source == r.ingest_focal_source == "calibrated" for r in good)
+    assert all(rows[name].result is None for name in ("empty.jpg", "notes.jpg", "truncated.jpg"))
 
 
 def test_the_good_photos_are_reconstructed_accurately(run_with_junk, scene_with_junk):

@@ -293,7 +293,8 @@ def test_focal_range_follows_real_lenses(tmp_path):
 
 
 def test_known_intrinsics_override_the_recorded_focal_source(tmp_path):
-    from flows.stage_io import count_focal_sources, focal_sources  # imports Prefect and torch: only here
+    from flows.outcomes import focal_sources  # imports Prefect and torch: only here
+    from flows.stage_io import count_focal_sources
 
     exif_photo(tmp_path / "exif.jpg", (400, 300), 28)
     exif_photo(tmp_path / "absurd.jpg", (600, 400), 1600)

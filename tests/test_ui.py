@@ -370,9 +370,10 @@ def test_a_person_sees_the_run_in_the_ui(finished_run, tmp_path):
             exif_rows = [ManifestRow(image_id=i + 1, name=f"IMG_20240517_{i:06d}_HDR.jpg", uri=f"file:///p/{i}.jpg",
                                      sha256=None, bytes=4_812_345, width=4032, height=3024, focal_length_px=3218.4,
                                      focal_source="exif_rejected: cropped", exif_focal_mm=4.3, camera_make="samsung",
-                                     camera_model="Galaxy S21 Ultra 5G", status="ok") for i in range(3)]
+                                     camera_model="Galaxy S21 Ultra 5G", status="ok",
+                                     result="sparse/0, pose undetermined: 14 observations") for i in range(3)]
             with_exif = client.create_artifact(ArtifactCreate(type="table", key="images-with-exif",
-                                                              data=image_rows(exif_rows, [], {"settings": {}})))
+                                                              data=image_rows(exif_rows)))
         for what, artifact_id, first_cell in [
                 ("cut-check", too_wide.id, "bundle-adjustment"), ("images-with-exif", with_exif.id, "IMG_20240517"),
                 *[(what, _artifact_id(api, artifact_key(out, what)), first_cell) for what, first_cell in (

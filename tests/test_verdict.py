@@ -234,3 +234,24 @@ def test_verified_pairs_that_the_model_contradicts_make_it_suspect():
     # Fewer contradicted pairs than min_contradicted_pairs are tolerated.
     rules = VerdictRules(min_contradicted_pairs=len(across) + 1)
     assert not [r for r in grade_model(rec, photos=12, pairs=pairs, rules=rules).reasons if "contradict" in r]
+
+
+def test_pairs_of_an_undetermined_photo_are_not_counted_as_contradictions():
+    """A photo posed without points (so undetermined) whose position is off contradicts every
+    pair it has: the rule on undetermined photos speaks for it, not the rule on pairs."""
+    points = cube_points()
+    pairs = true_pair_matches(scene_model(arc(12, 10.0, 90), points))
+    sideways = pycolmap.Rigid3d(pycolmap.Rotation3d(), np.array([3.0, 0.0, 0.0]))
+
+    def with_photo_5_off(observed: bool) -> pycolmap.Reconstruction:
+        keep = [None] * 12
+        keep[5] = None if observed else np.zeros(len(points), bool)
+        rec = scene_model(arc(12, 10.0, 90), points, keep=keep)
+        rec.frame(6).set_cam_from_world(1, rec.image(6).cam_from_world() * sideways)
+        return rec
+
+    verdict = grade_model(with_photo_5_off(observed=False), photos=12, pairs=pairs)
+    assert verdict.undetermined == ["05.jpg"] and verdict.status == "ok", verdict.reasons
+    # The same pose, with its points, is claimed as determined: its pairs count against the model.
+    verdict = grade_model(with_photo_5_off(observed=True), photos=12, pairs=pairs)
+    assert any("contradict its poses" in reason for reason in verdict.reasons), verdict.reasons
