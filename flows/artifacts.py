@@ -461,7 +461,8 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
         + (f"; {totals['undetermined']} more with an undetermined pose" if totals.get("undetermined") else "") + " |",
         f"| verdict | **{report.get('verdict', {}).get('status', '-')}** (see *Verdict*) |",
         f"| contradictions | {len(contradicted)} photo(s) left out, {stages.get('cameras', {}).get('pairs_breaking_loops', 0)}"
-        f" pair(s) dropped for breaking rotation loops, {len(refusals)} chunk model(s) kept apart at the merge |",
+        f" pair(s) dropped for breaking rotation loops, {len(refusals)} chunk model(s) kept apart at the merge,"
+        f" {len(stages.get('export', {}).get('folds_split', []))} folded model(s) split in two |",
         "| focal lengths | " + ", ".join(f"{n} {kind}" for kind, n in totals.get("focal_sources", {}).items() if n)
         + " |",
         f"| 3D points | {totals['points']} |",

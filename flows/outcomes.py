@@ -29,12 +29,16 @@ def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) 
             r.ingest_focal_source for r in rows]
 
 
+UNDECIDED_SIDE = ("in a model that laid two sides over each other, split in two at the export; what it sees "
+                  "does not tell its side")
+
+
 def photo_results(rows, registered_in: dict[str, str], undetermined: dict[str, str],
                   left_out: dict[str, str]) -> list[str | None]:
     """The `result` of each manifest row: None for an unusable file, else "sparse/<m>" (its
     model, from `registered_in` {name: "sparse/<m>"}), with ", pose undetermined: <why>"
     where `undetermined` {name: why} says so, "left out: <why>" for the cameras stage's
-    `left_out` {name: why}, or "not registered"."""
+    `left_out` {name: why} (the cameras stage's, or a fold's undecided photos), or "not registered"."""
     results = []
     for row in rows:
         if row.status != "ok":
@@ -67,7 +71,9 @@ def record_outcomes(layout: OutputLayout, intrinsics, stages: dict) -> None:
         undetermined.update({name: why for name, why in entry.get("undetermined", {}).items()
                              if registered_in.get(name) == entry["model"]})
     sources = focal_sources(rows, intrinsics, cameras_stage_findings(stages, "exif_rejected"))
-    results = photo_results(rows, registered_in, undetermined,
-                            cameras_stage_findings(stages, "left_out_for_contradictions"))
+    left_out = cameras_stage_findings(stages, "left_out_for_contradictions")
+    for fold in stages.get("export", {}).get("folds_split", []):
+        left_out.update({name: UNDECIDED_SIDE for name in fold["undecided"]})
+    results = photo_results(rows, registered_in, undetermined, left_out)
     write_manifest([replace(row, focal_source=source, result=result)
                     for row, source, result in zip(rows, sources, results)], str(layout.manifest))

@@ -27,6 +27,7 @@ from sfm_core.learned_features import empty_features
 from sfm_core.learned_matching import make_matcher
 from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, merge_models
 from sfm_core.retrieval import candidate_pairs, matches_every_pair, transitive_candidates
+from sfm_core.superimposition import split_model, superimposition
 from sfm_core.verification import verification_options, verify_pair
 from storage.chunk_table import read_chunks, write_chunks
 from storage.colmap_model import model_dirs, read_model, write_model
@@ -283,7 +284,7 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
     photos as we decode them (any format ingest reads, EXIF-oriented; COLMAP's own reader
     cannot open WebP and ignores orientation), and the largest to points.ply."""
     logger = stage_logger()
-    models = [read_model(folder) for folder in model_dirs(layout.stage_models("merged"))]
+    models, folds, sides = _split_folds([read_model(folder) for folder in model_dirs(layout.stage_models("merged"))])
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
     uncoloured = _colour_points(models, {r.name: r.uri for r in usable_rows(layout)}, settings.max_image_size,
                                 storage_options)
@@ -300,6 +301,35 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
                for i, m in enumerate(models)]
     grades = model_grades(layout, models, settings.features, view_graph_exif_rejections(layout, chunk_plan(layout)))
     summary = [{**entry, **grade} for entry, grade in zip(summary, grades)]
+    for entry, rec in zip(summary, models):
+        if any(rec is side for side in sides):  # its photos are half the collection: the verdict says why
+            entry["verdict"] = {"status": "suspect", "reasons": entry["verdict"]["reasons"] + [
+                "one side of a model that had posed two sides onto one (split at export: the other side is another "
+                "model; see stages.export.folds_split)"]}
     logger.done("export: %d model(s) %s, %d photo(s) gave no colours", len(models),
                 [s["registered"] for s in summary], len(uncoloured))
-    return {"models": summary, "uncoloured_images": len(uncoloured)}
+    return {"models": summary, "uncoloured_images": len(uncoloured), "folds_split": folds}
+
+
+def _split_folds(models: list) -> tuple[list, list[dict], list]:
+    """The models with each folded one (two sides posed onto one: sfm_core.superimposition)
+    replaced by its two sides, what was split ({"photos", "share", "sides": [n1, n2],
+    "undecided": [names of the photos on neither side]}) and the sides' models."""
+    logger = stage_logger()
+    kept, folds, all_sides = [], [], []
+    for rec in models:
+        found = superimposition(rec)
+        if not found.folded:
+            kept.append(rec)
+            continue
+        sides = split_model(rec, found.sides)
+        folds.append({"photos": rec.num_reg_images(), "share": round(found.share, 3),
+                      "sides": [side.num_reg_images() for side in sides], "undecided": found.undecided})
+        logger.warning("export: a model of %d photos lays two sides over each other (%.0f %% of each side's own "
+                       "points lie among the other's, none seen from both: a symmetric building folded onto "
+                       "itself); written as two models of %d and %d photos; %d photo(s) left out, their side "
+                       "not told by what they see%s", rec.num_reg_images(), 100 * found.share, *folds[-1]["sides"],
+                       len(found.undecided), "".join(f"\n  - {name}" for name in found.undecided[:20]))
+        kept += sides
+        all_sides += sides
+    return kept, folds, all_sides

@@ -26,7 +26,8 @@ a photo was left out. Schema (MANIFEST_SCHEMA):
                               a re-run with other settings starts from it, not from a past result
     result           string   what the run made of a usable photo, written at its end: "sparse/<m>",
                               "sparse/<m>, pose undetermined: <why>", "left out: <why>" (the cameras
-                              stage found it posed only by contradicted pairs) or "not registered";
+                              stage found it posed only by contradicted pairs, or the export could not
+                              tell its side of a folded model) or "not registered";
                               null while the run goes on and for unusable files
 
 A file with the same sha256 as an earlier usable one is the same photo: it is

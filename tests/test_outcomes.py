@@ -6,11 +6,11 @@ import pycolmap
 import pytest
 
 from flows.layout import OutputLayout
-from flows.outcomes import photo_results, record_outcomes
+from flows.outcomes import UNDECIDED_SIDE, photo_results, record_outcomes
 from storage.colmap_model import write_model
 from storage.manifest import build_manifest, read_manifest, write_manifest
 from storage.sources import list_image_files
-from tests.test_ingest import exif_photo, noise_image
+from test_ingest import exif_photo, noise_image
 
 
 def _model_of(names: list[str], width: int, height: int) -> pycolmap.Reconstruction:
@@ -42,13 +42,15 @@ def test_the_manifest_records_the_resolved_focal_source_and_the_result(tmp_path)
     noise_image(500, 300, seed=3).save(photos / "c.jpg")
     noise_image(500, 300, seed=4).save(photos / "d.jpg")
     (photos / "e.jpg").write_bytes(b"")
+    noise_image(500, 300, seed=6).save(photos / "f.jpg")
     layout = OutputLayout(tmp_path / "out")
     layout.root.mkdir()
     write_manifest(build_manifest(str(photos), list_image_files(str(photos))), str(layout.manifest))
     write_model(_model_of(["a.jpg", "b.jpg", "c.jpg"], 400, 300), layout.sparse / "0")
     stages = {"cameras": {"chunks": [{"exif_rejected": {"b.jpg": "contradicted by the view graph: EXIF 392 px"},
                                       "left_out_for_contradictions": {"d.jpg": "its relative poses break the loops"}}]},
-              "export": {"models": [{"model": "sparse/0", "undetermined": {"c.jpg": "too few observations"}}]}}
+              "export": {"models": [{"model": "sparse/0", "undetermined": {"c.jpg": "too few observations"}}],
+                         "folds_split": [{"photos": 40, "share": 0.5, "sides": [18, 20], "undecided": ["f.jpg"]}]}}
 
     record_outcomes(layout, (), stages)
     rows = {r.name: r for r in read_manifest(str(layout.manifest))}
@@ -57,15 +59,16 @@ def test_the_manifest_records_the_resolved_focal_source_and_the_result(tmp_path)
         "b.jpg": ("exif_rejected: contradicted by the view graph: EXIF 392 px", "sparse/0"),
         "c.jpg": ("calibrated", "sparse/0, pose undetermined: too few observations"),
         "d.jpg": ("calibrated", "left out: its relative poses break the loops"),
-        "e.jpg": (None, None)}
+        "e.jpg": (None, None),
+        "f.jpg": ("calibrated", f"left out: {UNDECIDED_SIDE}")}
     assert rows["b.jpg"].ingest_focal_source == "exif"
 
     # A re-run with other settings resolves from what ingest read, not from the last result:
     # a --intrinsics camera of the 500x300 photos, and no rejection this time.
     record_outcomes(layout, ("PINHOLE 500 300 450 450 250 150",), {"export": {"models": []}})
     rows = {r.name: r for r in read_manifest(str(layout.manifest))}
-    assert [rows[f"{n}.jpg"].focal_source for n in "abcd"] == ["exif", "exif", "known", "known"]
-    assert [rows[f"{n}.jpg"].result for n in "abcd"] == ["sparse/0", "sparse/0", "sparse/0", "not registered"]
+    assert [rows[f"{n}.jpg"].focal_source for n in "abcdf"] == ["exif", "exif", "known", "known", "known"]
+    assert [rows[f"{n}.jpg"].result for n in "abcdf"] == ["sparse/0"] * 3 + ["not registered"] * 2
 
 
 def test_a_manifest_from_before_0_3_4_reads_with_ingest_focal_source_and_other_tables_do_not(tmp_path):

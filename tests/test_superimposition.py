@@ -1,0 +1,78 @@
+"""A fold is found by the structure it lays twice, and split along its two sides."""
+import numpy as np
+import pytest
+
+from sfm_core.superimposition import MIN_FOLD_SHARE, split_model, superimposition
+from test_verdict import arc, scene_model
+
+
+def _folded_or_right(folded: bool, wall_only: int = 0):
+    """20 photos on an arc around a block, every other one of side B (then `wall_only` more). The block's points are
+    seen from both sides (its walls look alike); 24,000 ground points before it are each one
+    side's ground. Folded: as when the far side's photos were posed on the near side, each
+    side's photos see only their own ground, laid over the other's in the same place. Right:
+    any photo sees all the ground in its view."""
+    rng = np.random.default_rng(3)
+    block = np.column_stack([rng.uniform(-1, 1, (1500, 2)), rng.uniform(1, 2.5, 1500)])
+    ground = np.column_stack([rng.uniform(-1.5, 1.5, (24000, 2)), np.zeros(24000)])
+    ground_side = rng.random(len(ground)) < 0.5  # True: side B's ground
+    points = np.vstack([block, ground])
+    side_b = np.arange(20) % 2 == 1
+    keep = [np.r_[np.ones(len(block), bool), ground_side == b] if folded else None for b in side_b]
+    # Photos that see the block only (as from close to a wall): nothing tells their side.
+    keep += [np.r_[np.ones(len(block), bool), np.zeros(len(ground), bool)]] * wall_only
+    rec = scene_model(arc(20 + wall_only, 10.0, 90), points, keep=keep)
+    return rec, {f"{c:02d}.jpg" for c in np.nonzero(side_b)[0]}
+
+
+def test_a_folded_model_is_found_and_split_along_its_two_sides():
+    rec, side_b = _folded_or_right(folded=True)
+    found = superimposition(rec)
+    assert found.folded and found.share >= MIN_FOLD_SHARE and found.undecided == []
+    side_a = {image.name for image in rec.images.values()} - side_b
+    assert {frozenset(side) for side in found.sides} == {frozenset(side_a), frozenset(side_b)}
+    first, second = split_model(rec, found.sides)
+    assert [{image.name for image in piece.images.values()} for piece in (first, second)] == list(map(set, found.sides))
+    assert first.num_reg_images() + second.num_reg_images() == rec.num_reg_images() == 20
+    for piece in (first, second):
+        assert all(len({e.image_id for e in p.track.elements}) >= 2 for p in piece.points3D.values())
+        assert piece.num_points3D() > 1000
+        assert 0 < piece.compute_mean_reprojection_error() < 1e-3  # exact projections, errors computed
+
+
+def test_photos_that_see_only_what_both_sides_share_are_on_neither_side():
+    rec, side_b = _folded_or_right(folded=True, wall_only=2)
+    found = superimposition(rec)
+    assert found.folded and found.undecided == ["20.jpg", "21.jpg"]
+    assert {frozenset(side) for side in found.sides} == {frozenset(side_b), frozenset(
+        f"{c:02d}.jpg" for c in range(20)) - side_b}
+    pieces = split_model(rec, found.sides)
+    assert sum(piece.num_reg_images() for piece in pieces) == 20
+
+
+def test_a_right_model_is_not_folded():
+    rec, _ = _folded_or_right(folded=False)
+    found = superimposition(rec)
+    assert not found.folded and found.share < 0.05
+
+
+@pytest.mark.parametrize("photos", [1, 3])
+def test_too_small_a_model_is_not_scored(photos):
+    rec, _ = _folded_or_right(folded=True)
+    for image_id in sorted(rec.reg_image_ids())[photos:]:
+        rec.deregister_frame(image_id)
+    assert superimposition(rec).share == 0.0
+
+
+def test_the_export_writes_a_folded_model_as_its_two_sides():
+    from flows.tasks import _split_folds  # imports Prefect and torch: only here
+
+    folded, side_b = _folded_or_right(folded=True)
+    right, _ = _folded_or_right(folded=False)
+    models, folds, sides = _split_folds([folded, right])
+    assert len(models) == 3 and models[-1] is right and len(sides) == 2 and all(side in models for side in sides)
+    assert {frozenset(image.name for image in side.images.values()) for side in sides} == {
+        frozenset(side_b), frozenset(image.name for image in folded.images.values()) - side_b}
+    [fold] = folds
+    assert fold["photos"] == 20 and sorted(fold["sides"]) == [10, 10] and fold["share"] >= MIN_FOLD_SHARE
+    assert fold["undecided"] == []
