@@ -50,8 +50,8 @@ MIN_LINK_VOTES = 5.0
 @dataclass(frozen=True)
 class Superimposition:
     share: float  # the smaller share of the two cuts (see the module); 0 when not scored
-    sides: tuple[list[str], list[str]]  # the photos of each side of the split, by name (the smaller first)
-    undecided: list[str]  # photos whose side the votes do not tell (see split_sides)
+    sides: tuple[list[str], list[str]]  # a fold's photos of each side, by name (the smaller first); else empty
+    undecided: list[str]  # a fold's photos whose side the votes do not tell (see _split_sides)
 
     @property
     def folded(self) -> bool:
@@ -80,6 +80,8 @@ def superimposition(rec: pycolmap.Reconstruction) -> Superimposition:
     weights = FOR_WEIGHT * together - against
     share = min(_laid_over_share(seen, neighbours, _cut(-against)),
                 _laid_over_share(seen, neighbours, _cut(weights)))
+    if share < MIN_FOLD_SHARE:
+        return Superimposition(share, ([], []), [])
     first, second = _split_sides(weights)
     names = lambda members: sorted(rec.image(image_ids[k]).name for k in np.nonzero(members)[0])  # noqa: E731
     sides = sorted((names(first), names(second)), key=len)

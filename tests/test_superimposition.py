@@ -76,3 +76,32 @@ def test_the_export_writes_a_folded_model_as_its_two_sides():
     [fold] = folds
     assert fold["photos"] == 20 and sorted(fold["sides"]) == [10, 10] and fold["share"] >= MIN_FOLD_SHARE
     assert fold["undecided"] == []
+
+
+@pytest.mark.slow
+def test_the_symmetric_building_comes_out_as_its_two_sides_not_folded(tmp_path, prefect_api):
+    """synth --nuisances symmetric, 80 photos: the reconstruction folds its halves onto each other
+    (AUC@5 0.49 as one model); the export writes them as two models, each right over its own
+    photos, and the photos it could not place are left out with the reason."""
+    import pycolmap
+    from flows.outcomes import UNDECIDED_SIDE
+    from flows.reconstruct import reconstruct
+    from flows.synth import make_collection
+    from sfm_core.evaluation import evaluate_poses
+    from storage.colmap_model import model_dirs, poses_by_name
+    from storage.manifest import read_manifest
+
+    make_collection(str(tmp_path / "sym"), 80, seed=0, nuisances=("symmetric",))
+    report = reconstruct(str(tmp_path / "sym" / "images"), str(tmp_path / "out"))
+
+    [fold] = report["stages"]["export"]["folds_split"]
+    truth = poses_by_name(pycolmap.Reconstruction(str(tmp_path / "sym" / "gt")))
+    models = [pycolmap.Reconstruction(str(folder)) for folder in model_dirs(tmp_path / "out" / "sparse")]
+    assert len(models) == 2 and sorted(m.num_reg_images() for m in models) == sorted(fold["sides"])
+    for model in models:
+        poses = poses_by_name(model)
+        assert evaluate_poses(poses, {k: v for k, v in truth.items() if k in poses})["auc@5"] >= 0.9
+    assert report["verdict"]["status"] == "suspect"
+    left_out = {r.name for r in read_manifest(str(tmp_path / "out" / "manifest.parquet"))
+                if r.result == f"left out: {UNDECIDED_SIDE}"}
+    assert left_out == set(fold["undecided"]) and sum(fold["sides"]) + len(left_out) == 80
