@@ -21,9 +21,8 @@ WRONG_BELOW_AUC5 = 0.8
 
 def regrade(out: Path) -> tuple[dict, dict]:
     """(the verdict of sparse/0 that the run wrote, the one the current rules give)."""
-    from flows.chunk_tasks import view_graph_exif_rejections
     from flows.layout import OutputLayout
-    from flows.tasks import chunk_plan
+    from flows.stage_io import cameras_stage_findings
     from flows.verdicts import model_grades
     from storage.colmap_model import model_dirs, read_model
 
@@ -31,7 +30,7 @@ def regrade(out: Path) -> tuple[dict, dict]:
     report = json.loads(layout.report.read_text())
     models = [read_model(folder) for folder in model_dirs(layout.sparse)]
     grades = model_grades(layout, models, report["settings"]["features"],
-                          view_graph_exif_rejections(layout, chunk_plan(layout)))
+                          cameras_stage_findings(report["stages"], "exif_rejected"))
     return report["verdict"], grades[0]["verdict"] if grades else {"status": "suspect", "reasons": ["no model"]}
 
 

@@ -244,13 +244,4 @@ def _exif_rejected(layout: OutputLayout, chunk: Chunk) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def view_graph_exif_rejections(layout: OutputLayout, chunks: list[Chunk]) -> dict[str, str]:
-    """{photo name: why} of the EXIF focal lengths that the cameras stage of any of `chunks`
-    found contradicted by the view graph (their cameras started without them)."""
-    rejected = {}
-    for chunk in chunks:
-        rejected.update(_exif_rejected(layout, chunk))
-    return rejected
-
-
 CHUNK_STAGES = (make_tracks, initialize_cameras, triangulate, bundle_adjust)

@@ -19,9 +19,9 @@ def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) 
     """Where the focal length of each row comes from: "known" where the photo's size is that of
     a camera of `intrinsics` (settings.intrinsics: with_known_intrinsics gives it that camera),
     "exif_rejected: <why>" where the cameras stage found its EXIF contradicted (`contradicted`,
-    {name: why}: cameras_stage_findings), else ingest's (the manifest's ingest_focal_source). Resolved here rather
-    than at ingest because ingest's checkpoint key leaves out the intrinsics (changing them must
-    not re-read every photo) and ingest sees no pair."""
+    {name: why}: cameras_stage_findings), else ingest's (the manifest's ingest_focal_source).
+    Resolved here rather than at ingest because ingest's checkpoint key leaves out the
+    intrinsics (changing them must not re-read every photo) and ingest sees no pair."""
     known = {(camera.width, camera.height) for camera in map(parse_camera_spec, intrinsics)}
     contradicted = contradicted or {}
     return ["known" if r.status == "ok" and (r.width, r.height) in known else
@@ -54,8 +54,9 @@ def photo_results(rows, registered_in: dict[str, str], undetermined: dict[str, s
     return results
 
 
-def record_outcomes(layout: OutputLayout, intrinsics, stages: dict) -> None:
-    """Rewrite the manifest with each photo's resolved focal_source and its result.
+def record_outcomes(layout: OutputLayout, intrinsics, stages: dict) -> list:
+    """Rewrite the manifest with each photo's resolved focal_source and its result; returns
+    the rows written (storage.manifest.ManifestRow).
 
     intrinsics: settings.intrinsics; stages: the run's stage reports (report.json's "stages").
     Only these two columns change: the stages read ingest's own columns, so a re-run with
@@ -75,5 +76,6 @@ def record_outcomes(layout: OutputLayout, intrinsics, stages: dict) -> None:
     for fold in stages.get("export", {}).get("folds_split", []):
         left_out.update({name: UNDECIDED_SIDE for name in fold["undecided"]})
     results = photo_results(rows, registered_in, undetermined, left_out)
-    write_manifest([replace(row, focal_source=source, result=result)
-                    for row, source, result in zip(rows, sources, results)], str(layout.manifest))
+    rows = [replace(row, focal_source=source, result=result) for row, source, result in zip(rows, sources, results)]
+    write_manifest(rows, str(layout.manifest))
+    return rows

@@ -13,7 +13,6 @@ import torch
 
 from flows.artifacts import StageProgress
 from flows.checkpointing import stage_task
-from flows.chunk_tasks import view_graph_exif_rejections
 from flows.feature_workers import IMAGES_PER_PROCESS, extracted_features
 from flows.layout import OutputLayout
 from flows.settings import Settings
@@ -279,10 +278,13 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
 
 
 @stage_task("export")
-def export(layout: OutputLayout, settings: Settings, storage_options: dict | None = None) -> dict:
+def export(layout: OutputLayout, settings: Settings, storage_options: dict | None = None,
+           exif_rejected: dict[str, str] | None = None) -> dict:
     """The merged models, largest first, to sparse/<i> with their points coloured from the
     photos as we decode them (any format ingest reads, EXIF-oriented; COLMAP's own reader
-    cannot open WebP and ignores orientation), and the largest to points.ply."""
+    cannot open WebP and ignores orientation), and the largest to points.ply, each graded.
+    exif_rejected: {name: why} of the EXIF focal lengths the cameras stage found contradicted
+    (flows.stage_io.cameras_stage_findings), which the verdict does not hold against a model."""
     logger = stage_logger()
     models, folds, sides = _split_folds([read_model(folder) for folder in model_dirs(layout.stage_models("merged"))])
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
@@ -299,7 +301,7 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
                 "mean_reprojection_error_px": round(float(m.compute_mean_reprojection_error()), 4),
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
-    grades = model_grades(layout, models, settings.features, view_graph_exif_rejections(layout, chunk_plan(layout)))
+    grades = model_grades(layout, models, settings.features, exif_rejected)
     summary = [{**entry, **grade} for entry, grade in zip(summary, grades)]
     for entry, rec in zip(summary, models):
         if any(rec is side for side in sides):  # its photos are half the collection: the verdict says why
