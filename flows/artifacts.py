@@ -462,7 +462,7 @@ def summary_markdown(report: dict, layout: OutputLayout, rows, preview: bytes | 
         f"| verdict | **{report.get('verdict', {}).get('status', '-')}** (see *Verdict*) |",
         f"| contradictions | {len(contradicted)} photo(s) left out, {stages.get('cameras', {}).get('pairs_breaking_loops', 0)}"
         f" pair(s) dropped for breaking rotation loops, {len(refusals)} chunk model(s) kept apart at the merge,"
-        f" {len(stages.get('export', {}).get('folds_split', []))} folded model(s) split in two |",
+        f" {_folds_line(stages.get('merge', {}).get('folds', []))} |",
         "| focal lengths | " + ", ".join(f"{n} {kind}" for kind, n in totals.get("focal_sources", {}).items() if n)
         + " |",
         f"| 3D points | {totals['points']} |",
@@ -507,6 +507,12 @@ class RunArtifact:
     description: str
     table: list[dict] | None = None
     markdown: str | None = None
+
+
+def _folds_line(folds: list[dict]) -> str:
+    """The summary's words on the folded chunk models the merge found (stages.merge.folds)."""
+    joined = sum(fold["outcome"] == "joined" for fold in folds)
+    return f"{len(folds)} folded model(s): {joined} joined the right way round, {len(folds) - joined} split in two"
 
 
 def _table_or_why_empty(what: str, rows: list[dict], description: str, empty: str,

@@ -29,8 +29,8 @@ def focal_sources(rows, intrinsics, contradicted: dict[str, str] | None = None) 
             r.ingest_focal_source for r in rows]
 
 
-UNDECIDED_SIDE = ("in a model that laid two sides over each other, split in two at the export; what it sees "
-                  "does not tell its side")
+UNDECIDED_SIDE = ("in a chunk model that laid two sides over each other (joined or split before the merge); "
+                  "what it sees does not tell its side")
 
 
 def photo_results(rows, registered_in: dict[str, str], undetermined: dict[str, str],
@@ -73,7 +73,7 @@ def record_outcomes(layout: OutputLayout, intrinsics, stages: dict) -> list:
                              if registered_in.get(name) == entry["model"]})
     sources = focal_sources(rows, intrinsics, cameras_stage_findings(stages, "exif_rejected"))
     left_out = cameras_stage_findings(stages, "left_out_for_contradictions")
-    for fold in stages.get("export", {}).get("folds_split", []):
+    for fold in stages.get("merge", {}).get("folds", []):
         left_out.update({name: UNDECIDED_SIDE for name in fold["undecided"]})
     results = photo_results(rows, registered_in, undetermined, left_out)
     rows = [replace(row, focal_source=source, result=result) for row, source, result in zip(rows, sources, results)]

@@ -3,6 +3,7 @@ calls sfm_core, writes its outputs, and returns a small report for report.json. 
 one chunk are in flows/chunk_tasks.py."""
 import contextlib
 import functools
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -22,6 +23,7 @@ from flows.verdicts import model_grades
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS
 from sfm_core.chunking import plan_chunks
 from sfm_core.colours import mean_colours, observation_colours
+from sfm_core.fold_join import NamedPair, join_sides
 from sfm_core.learned_features import empty_features
 from sfm_core.learned_matching import make_matcher
 from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, merge_models
@@ -237,16 +239,21 @@ def chunk_plan(layout: OutputLayout):
 
 @stage_task("merge", ("bundle_adjuster",))
 def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) -> dict:
-    """The models of `chunks` (the indices of the chunks that came through) aligned by Sim(3)
-    on their shared images and joined; a global bundle adjustment when chunks were joined."""
+    """The models of `chunks` (the indices of the chunks that came through), each folded one
+    first joined the right way round or split (_unfold), aligned by Sim(3) on their shared
+    images and joined; a global bundle adjustment when chunks were joined."""
     logger = stage_logger()
     chunk_dirs = [layout.chunk_models / f"chunk-{index}" for index in chunks]
     read = [(f"{chunk_dir.name}/{folder.name}", read_model(folder)) for chunk_dir in chunk_dirs
             for folder in model_dirs(chunk_dir)]
     kept = [(label, piece) for label, piece in read if piece.num_reg_images() >= 2]
+    kept, folds, split_sides, doppelgangers = _unfold(kept, functools.partial(_named_pairs, layout))
     labels, pieces = [label for label, _ in kept], [piece for _, piece in kept]  # "chunk-<k>/<m>" names a piece
     merged = merge_models(pieces)
     out = fresh(layout.stage_models("merged"))
+    out.mkdir(parents=True)
+    (out / FOLDS_FILE).write_text(json.dumps({"split_sides": split_sides,
+                                              "doppelgangers": sorted(map(sorted, doppelgangers))}))
     adjuster, refinement = BUNDLE_ADJUSTERS[settings.bundle_adjuster](), refinement_settings(layout, settings)
     for index, model in enumerate(merged):
         rec = model.reconstruction
@@ -271,7 +278,7 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     sizes = [m.reconstruction.num_reg_images() for m in merged]
     logger.done("merge: %d chunk model(s) into %d model(s) of %s images; %d refused for disagreeing", len(pieces),
                 len(merged), sizes, len(refusals))
-    return {"chunk_models": len(pieces), "models": len(merged), "registered": sizes,
+    return {"chunk_models": len(pieces), "models": len(merged), "registered": sizes, "folds": folds,
             "joins": [asdict(join) for join in joins],
             "refusals": [{**asdict(refusal), "chunk_model": labels[refusal.model],
                           "merged_into_model_of": labels[refusal.merged_seed]} for refusal in refusals]}
@@ -284,9 +291,13 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
     photos as we decode them (any format ingest reads, EXIF-oriented; COLMAP's own reader
     cannot open WebP and ignores orientation), and the largest to points.ply, each graded.
     exif_rejected: {name: why} of the EXIF focal lengths the cameras stage found contradicted
-    (flows.stage_io.cameras_stage_findings), which the verdict does not hold against a model."""
+    (flows.stage_io.cameras_stage_findings), which the verdict does not hold against a model;
+    nor does it hold the doppelganger pairs of the folds the merge joined (FOLDS_FILE). A model
+    of one split side's photos is suspect, with the reason."""
     logger = stage_logger()
-    models, folds, sides = _split_folds([read_model(folder) for folder in model_dirs(layout.stage_models("merged"))])
+    models = [read_model(folder) for folder in model_dirs(layout.stage_models("merged"))]
+    folds_path = layout.stage_models("merged") / FOLDS_FILE
+    folds = json.loads(folds_path.read_text()) if folds_path.exists() else {"split_sides": [], "doppelgangers": []}
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
     uncoloured = _colour_points(models, {r.name: r.uri for r in usable_rows(layout)}, settings.max_image_size,
                                 storage_options)
@@ -301,37 +312,74 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
                 "mean_reprojection_error_px": round(float(m.compute_mean_reprojection_error()), 4),
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
-    grades = model_grades(layout, models, settings.features, exif_rejected)
+    grades = model_grades(layout, models, settings.features, exif_rejected,
+                          frozenset(map(frozenset, folds["doppelgangers"])))
     summary = [{**entry, **grade} for entry, grade in zip(summary, grades)]
     for entry, rec in zip(summary, models):
-        if any(rec is side for side in sides):  # its photos are half the collection: the verdict says why
+        if any({image.name for image in rec.images.values()} <= set(side) for side in folds["split_sides"]):
             entry["verdict"] = {"status": "suspect", "reasons": entry["verdict"]["reasons"] + [
-                "one side of a model that had posed two sides onto one (split at export: the other side is another "
-                "model; see stages.export.folds_split)"]}
+                "one side of a model that had posed two sides onto one (split before the merge: the other side is "
+                "another model; see stages.merge.folds)"]}
     logger.done("export: %d model(s) %s, %d photo(s) gave no colours", len(models),
                 [s["registered"] for s in summary], len(uncoloured))
-    return {"models": summary, "uncoloured_images": len(uncoloured), "folds_split": folds}
+    return {"models": summary, "uncoloured_images": len(uncoloured)}
 
 
-def _split_folds(models: list) -> tuple[list, list[dict], list]:
-    """The models with each folded one (two sides posed onto one: sfm_core.superimposition)
-    replaced by its two sides, what was split ({"photos", "share", "sides": [n1, n2],
-    "undecided": [names of the photos on neither side]}) and the sides' models."""
+FOLDS_FILE = "folds.json"  # in the merge stage's folder: {"split_sides": [[names], ...], "doppelgangers": [[a, b], ...]}
+
+
+def _unfold(models: list[tuple[str, pycolmap.Reconstruction]], load_pairs) -> tuple[list, list[dict], list, set]:
+    """The (label, model) pairs with each folded model (two sides posed onto one:
+    sfm_core.superimposition) replaced by one model of its sides joined the right way round
+    where the pairs across its seam join them (sfm_core.fold_join), else by its two sides
+    ("<label> side 1", "... side 2"). Returns them, what was found ({"chunk_model", "photos",
+    "share", "sides": [n1, n2], "undecided": [names of the photos on neither side], "outcome":
+    "joined" | "split", and for a join its "seam_pairs", "posed_across", "rotation_error_deg",
+    "center_error_rel", "doppelganger_pairs"}), the split sides' photo names, and the
+    doppelganger pairs of the joined folds ({frozenset of two names}: the pairs that folded them).
+    load_pairs() -> [fold_join.NamedPair]: the verified pairs, read only when a fold is found."""
     logger = stage_logger()
-    kept, folds, all_sides = [], [], []
-    for rec in models:
+    kept, folds, split_sides, doppelgangers = [], [], [], set()
+    pairs = None
+    for label, rec in models:
         found = superimposition(rec)
         if not found.folded:
-            kept.append(rec)
+            kept.append((label, rec))
             continue
-        sides = split_model(rec, found.sides)
-        folds.append({"photos": rec.num_reg_images(), "share": round(found.share, 3),
-                      "sides": [side.num_reg_images() for side in sides], "undecided": found.undecided})
-        logger.warning("export: a model of %d photos lays two sides over each other (%.0f %% of each side's own "
-                       "points lie among the other's, none seen from both: a symmetric building folded onto "
-                       "itself); written as two models of %d and %d photos; %d photo(s) left out, their side "
-                       "not told by what they see%s", rec.num_reg_images(), 100 * found.share, *folds[-1]["sides"],
-                       len(found.undecided), "".join(f"\n  - {name}" for name in found.undecided[:20]))
-        kept += sides
-        all_sides += sides
-    return kept, folds, all_sides
+        pairs = load_pairs() if pairs is None else pairs
+        joined = join_sides(rec, found.sides, pairs)
+        fold = {"chunk_model": label, "photos": rec.num_reg_images(), "share": round(found.share, 3),
+                "sides": [len(side) for side in found.sides], "undecided": found.undecided,
+                "outcome": "split" if joined is None else "joined"}
+        left_out = (f"; {len(found.undecided)} photo(s) left out, their side not told by what they see"
+                    + "".join(f"\n  - {name}" for name in found.undecided[:20]))
+        shape = (f"chunk model {label} of {rec.num_reg_images()} photos lays two sides over each other "
+                 f"({100 * found.share:.0f} % of each side's own points lie among the other's, none seen from both: "
+                 f"a symmetric building folded onto itself)")
+        if joined is not None:
+            fold.update(seam_pairs=joined.seam_pairs, posed_across=joined.posed_across,
+                        rotation_error_deg=round(joined.rotation_error_deg, 3),
+                        center_error_rel=round(joined.center_error_rel, 4),
+                        doppelganger_pairs=len(joined.doppelgangers))
+            logger.warning("merge: %s; its sides of %d and %d photos joined the right way round through %d pair(s) "
+                           "across them that the fold contradicted (%d photo(s) posed across, disagreeing by %.2f deg "
+                           "/ %.4f of the extent after the alignment); the %d pair(s) across them that fit the fold "
+                           "(doppelgangers) are not held against the model by the verdict%s", shape,
+                           *fold["sides"], joined.seam_pairs, joined.posed_across, joined.rotation_error_deg,
+                           joined.center_error_rel, len(joined.doppelgangers), left_out)
+            kept.append((label, joined.model))
+            doppelgangers |= joined.doppelgangers
+        else:
+            logger.warning("merge: %s; no pairs across its sides join them the right way round: two models of %d "
+                           "and %d photos%s", shape, *fold["sides"], left_out)
+            kept += [(f"{label} side {k + 1}", side) for k, side in enumerate(split_model(rec, found.sides))]
+            split_sides += [list(side) for side in found.sides]
+        folds.append(fold)
+    return kept, folds, split_sides, doppelgangers
+
+
+def _named_pairs(layout: OutputLayout) -> list[NamedPair]:
+    """The verified pairs' inliers by photo name (sfm_core.fold_join)."""
+    rows = usable_rows(layout)
+    return [NamedPair(rows[p.index1].name, rows[p.index2].name, p.inliers)
+            for p in read_pairs(str(layout.pairs), [r.image_id for r in rows])]

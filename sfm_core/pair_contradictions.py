@@ -15,6 +15,10 @@ import numpy as np
 import pycolmap
 
 
+# A pair is contradicted by a model when less than this share of its matches fit the model's poses.
+CONTRADICTED_BELOW = 0.5
+
+
 @dataclass(frozen=True)
 class PairMatches:
     """The inlier matches of one verified pair, by image name."""

@@ -28,7 +28,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from sfm_core.focal_range import MAX_FOCAL_FACTOR, MIN_FOCAL_FACTOR
-from sfm_core.pair_contradictions import PairMatches, consistent_share
+from sfm_core.pair_contradictions import CONTRADICTED_BELOW, PairMatches, consistent_share
 
 GRID = 4  # the image is cut into GRID x GRID cells to measure how its observations spread
 
@@ -173,7 +173,7 @@ def _contradicted_pairs(rec: pycolmap.Reconstruction, pairs: list[PairMatches], 
               if len(pair.xy1) >= rules.min_pair_inliers and pair.name1 not in undetermined
               and pair.name2 not in undetermined]
     shares = [(share, pair) for share, pair in shares if share is not None]
-    contradicted = sorted((share, pair.name1, pair.name2) for share, pair in shares if share < 0.5)
+    contradicted = sorted((share, pair.name1, pair.name2) for share, pair in shares if share < CONTRADICTED_BELOW)
     if len(contradicted) < rules.min_contradicted_pairs or \
             len(contradicted) <= rules.max_contradicted_pair_share * len(shares):
         return []

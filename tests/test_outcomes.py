@@ -49,8 +49,9 @@ def test_the_manifest_records_the_resolved_focal_source_and_the_result(tmp_path)
     write_model(_model_of(["a.jpg", "b.jpg", "c.jpg"], 400, 300), layout.sparse / "0")
     stages = {"cameras": {"chunks": [{"exif_rejected": {"b.jpg": "contradicted by the view graph: EXIF 392 px"},
                                       "left_out_for_contradictions": {"d.jpg": "its relative poses break the loops"}}]},
-              "export": {"models": [{"model": "sparse/0", "undetermined": {"c.jpg": "too few observations"}}],
-                         "folds_split": [{"photos": 40, "share": 0.5, "sides": [18, 20], "undecided": ["f.jpg"]}]}}
+              "merge": {"folds": [{"photos": 40, "share": 0.5, "sides": [18, 20], "undecided": ["f.jpg"],
+                                   "outcome": "split"}]},
+              "export": {"models": [{"model": "sparse/0", "undetermined": {"c.jpg": "too few observations"}}]}}
 
     record_outcomes(layout, (), stages)
     rows = {r.name: r for r in read_manifest(str(layout.manifest))}

@@ -64,25 +64,28 @@ def test_too_small_a_model_is_not_scored(photos):
     assert superimposition(rec).share == 0.0
 
 
-def test_the_export_writes_a_folded_model_as_its_two_sides():
-    from flows.tasks import _split_folds  # imports Prefect and torch: only here
+def test_a_fold_with_no_pairs_across_its_sides_is_merged_as_its_two_sides():
+    from flows.tasks import _unfold  # imports Prefect and torch: only here
 
     folded, side_b = _folded_or_right(folded=True)
     right, _ = _folded_or_right(folded=False)
-    models, folds, sides = _split_folds([folded, right])
-    assert len(models) == 3 and models[-1] is right and len(sides) == 2 and all(side in models for side in sides)
-    assert {frozenset(image.name for image in side.images.values()) for side in sides} == {
+    models, folds, split_sides, doppelgangers = _unfold([("chunk-0/0", folded), ("chunk-1/0", right)], lambda: [])
+    assert [label for label, _ in models] == ["chunk-0/0 side 1", "chunk-0/0 side 2", "chunk-1/0"]
+    assert models[-1][1] is right and doppelgangers == set()
+    assert {frozenset(image.name for image in side.images.values()) for _, side in models[:2]} == {
         frozenset(side_b), frozenset(image.name for image in folded.images.values()) - side_b}
+    assert {frozenset(side) for side in split_sides} == {frozenset(side_b), frozenset(
+        image.name for image in folded.images.values()) - side_b}
     [fold] = folds
     assert fold["photos"] == 20 and sorted(fold["sides"]) == [10, 10] and fold["share"] >= MIN_FOLD_SHARE
-    assert fold["undecided"] == []
+    assert fold["undecided"] == [] and fold["outcome"] == "split" and fold["chunk_model"] == "chunk-0/0"
 
 
 @pytest.mark.slow
-def test_the_symmetric_building_comes_out_as_its_two_sides_not_folded(tmp_path, prefect_api):
+def test_the_symmetric_building_comes_out_as_one_right_model_not_folded(tmp_path, prefect_api):
     """synth --nuisances symmetric, 80 photos: the reconstruction folds its halves onto each other
-    (AUC@5 0.49 as one model); the export writes them as two models, each right over its own
-    photos, and the photos it could not place are left out with the reason."""
+    (AUC@5 0.49 as one model); the merge stage joins the two sides the right way round through
+    the pairs across them, and the photos it could not place are left out with the reason."""
     import pycolmap
     from flows.outcomes import UNDECIDED_SIDE
     from flows.reconstruct import reconstruct
@@ -94,14 +97,14 @@ def test_the_symmetric_building_comes_out_as_its_two_sides_not_folded(tmp_path, 
     make_collection(str(tmp_path / "sym"), 80, seed=0, nuisances=("symmetric",))
     report = reconstruct(str(tmp_path / "sym" / "images"), str(tmp_path / "out"))
 
-    [fold] = report["stages"]["export"]["folds_split"]
+    [fold] = report["stages"]["merge"]["folds"]
+    assert fold["outcome"] == "joined" and fold["seam_pairs"] > 0 and fold["posed_across"] >= 3
     truth = poses_by_name(pycolmap.Reconstruction(str(tmp_path / "sym" / "gt")))
-    models = [pycolmap.Reconstruction(str(folder)) for folder in model_dirs(tmp_path / "out" / "sparse")]
-    assert len(models) == 2 and sorted(m.num_reg_images() for m in models) == sorted(fold["sides"])
-    for model in models:
-        poses = poses_by_name(model)
-        assert evaluate_poses(poses, {k: v for k, v in truth.items() if k in poses})["auc@5"] >= 0.9
-    assert report["verdict"]["status"] == "suspect"
+    [model] = [pycolmap.Reconstruction(str(folder)) for folder in model_dirs(tmp_path / "out" / "sparse")]
+    assert model.num_reg_images() == sum(fold["sides"])
+    assert not superimposition(model).folded
+    poses = poses_by_name(model)
+    assert evaluate_poses(poses, {k: v for k, v in truth.items() if k in poses})["auc@5"] >= 0.9
     left_out = {r.name for r in read_manifest(str(tmp_path / "out" / "manifest.parquet"))
                 if r.result == f"left out: {UNDECIDED_SIDE}"}
     assert left_out == set(fold["undecided"]) and sum(fold["sides"]) + len(left_out) == 80

@@ -1,0 +1,134 @@
+"""A fold's two sides joined into one model through the pairs that cross its seam.
+
+A fold (sfm_core.superimposition) poses the far side of a symmetric building on the near side,
+because pairs of photos that see alike walls (doppelgangers) agree with that. Split along its
+sides, each side's model is right. Where the sides meet, neighbouring photos of the two sides
+see the same ground from a few degrees apart: their pairs are true matches, and the fold
+contradicts them (most of their inliers lie off the epipolar lines the folded poses give),
+while a doppelganger pair fits it. Those contradicted pairs across the sides, the seam, tie the
+two side models together the right way round:
+
+1. Each side's photo with seam pairs is posed by PnP in the other side's model, from its seam
+   matches to that side's points (LO-RANSAC: a photo whose seam matches are mostly wrong gets a
+   pose its inliers do not carry, or none).
+2. The two side models, each with the other side's photos so posed, then share those photos,
+   and are aligned by Sim(3) and joined by sfm_core.merge (with its bound on how far the shared
+   photos may disagree: a join that would force them is refused).
+3. The joined model is taken only where it is one model holding both sides and is not folded
+   itself.
+
+Measured (docs/benchmarks.md): four folded models of 80-150 photos joined into one model each,
+AUC@5 0.86-0.995 over their photos; one whose chunk held no seam pair stayed split.
+
+Conventions: poses are world-to-camera (cam_from_world); a pair's inliers index the two photos'
+keypoints, which are the points2D of the model's images. Pure: the models are only read.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pycolmap
+
+from sfm_core.merge import merge_models
+from sfm_core.pair_contradictions import CONTRADICTED_BELOW, PairMatches, consistent_share
+from sfm_core.superimposition import split_model, superimposition
+
+MAX_EPIPOLAR_ERROR_PX = 4.0  # an inlier fits the folded poses within this Sampson distance
+MIN_PNP_INLIERS = 30  # a photo posed across the seam needs this many inliers (as re-posing in registration does)
+
+
+@dataclass(frozen=True)
+class NamedPair:
+    """A verified pair's inlier matches: (K, 2) keypoint indices into the photos `name1`, `name2`."""
+    name1: str
+    name2: str
+    inliers: np.ndarray
+
+
+@dataclass(frozen=True)
+class JoinedSides:
+    model: pycolmap.Reconstruction  # both sides' photos in one frame, points of both
+    seam_pairs: int  # pairs across the sides that the fold contradicts
+    posed_across: int  # photos posed by PnP in the other side's model
+    rotation_error_deg: float  # median over those photos: their two poses after the alignment
+    center_error_rel: float  # the same for their centres, relative to the extent of the camera centres
+    doppelgangers: frozenset[frozenset[str]]  # pairs across the sides that fit the fold (by names): what folded it
+
+
+def join_sides(folded: pycolmap.Reconstruction, sides: tuple[list[str], list[str]],
+               pairs: list[NamedPair]) -> JoinedSides | None:
+    """The fold's sides (photo names, as superimposition found them) joined into one model
+    through its seam (see the module); None when the seam does not join them."""
+    side_of = {name: 0 for name in sides[0]} | {name: 1 for name in sides[1]}
+    across = [pair for pair in pairs if pair.name1 in side_of and pair.name2 in side_of
+              and side_of[pair.name1] != side_of[pair.name2]]
+    seam = [pair for pair in across if _contradicted(folded, pair)]
+    if not seam:
+        return None
+    pieces = split_model(folded, sides)
+    extended = [_with_photos_across(pieces[own], pieces[1 - own], seam, side_of, own) for own in (0, 1)]
+    posed_across = sum(model.num_reg_images() - piece.num_reg_images() for model, piece in zip(extended, pieces))
+    merged = merge_models(extended)
+    if len(merged) != 1:
+        return None
+    joined = merged[0].reconstruction
+    if superimposition(joined).folded:
+        return None
+    [join] = merged[0].joins
+    in_seam = {id(pair) for pair in seam}
+    doppelgangers = frozenset(frozenset((pair.name1, pair.name2)) for pair in across if id(pair) not in in_seam)
+    return JoinedSides(joined, len(seam), posed_across, join.rotation_error_deg, join.center_error_rel, doppelgangers)
+
+
+def _contradicted(rec: pycolmap.Reconstruction, pair: NamedPair) -> bool:
+    """Whether most of the pair's inliers lie off the epipolar lines of the model's two poses."""
+    first, second = rec.find_image_with_name(pair.name1), rec.find_image_with_name(pair.name2)
+    matches = PairMatches(pair.name1, pair.name2, _keypoints(first, pair.inliers[:, 0]),
+                          _keypoints(second, pair.inliers[:, 1]))
+    share = consistent_share(rec, matches, MAX_EPIPOLAR_ERROR_PX)
+    return share is not None and share < CONTRADICTED_BELOW
+
+
+def _with_photos_across(own: pycolmap.Reconstruction, other: pycolmap.Reconstruction, seam: list[NamedPair],
+                        side_of: dict[str, int], own_side: int) -> pycolmap.Reconstruction:
+    """`own` with the other side's photos that its seam matches pose by PnP against its points
+    (their camera as in `other`); each keeps its inlier matches as observations of those points."""
+    to_points: dict[str, dict[int, int]] = {}  # other side's photo -> {its keypoint: own point3D id}
+    for pair in seam:
+        for mine, theirs, columns in ((pair.name1, pair.name2, (0, 1)), (pair.name2, pair.name1, (1, 0))):
+            if side_of[mine] != own_side:
+                continue
+            image = own.find_image_with_name(mine)
+            for match in pair.inliers:
+                point2D = image.points2D[int(match[columns[0]])]
+                if point2D.has_point3D():
+                    to_points.setdefault(theirs, {})[int(match[columns[1]])] = point2D.point3D_id
+    extended = pycolmap.Reconstruction(own)
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.max_error = MAX_EPIPOLAR_ERROR_PX
+    options.ransac.random_seed = 0
+    for name, matches in sorted(to_points.items()):
+        if len(matches) < MIN_PNP_INLIERS:
+            continue
+        image = other.find_image_with_name(name)
+        camera = other.camera(image.camera_id)
+        keypoint_ids, point_ids = np.array(list(matches)), np.array(list(matches.values()))
+        result = pycolmap.estimate_and_refine_absolute_pose(
+            _keypoints(image, keypoint_ids), np.array([own.point3D(int(i)).xyz for i in point_ids]), camera, options)
+        if result is None or result["num_inliers"] < MIN_PNP_INLIERS:
+            continue
+        if not extended.exists_camera(camera.camera_id):
+            extended.add_camera_with_trivial_rig(camera)
+        keypoints = np.array([p.xy for p in image.points2D], np.float64).reshape(-1, 2)
+        extended.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=image.camera_id,
+                                                             image_id=image.image_id, keypoints=keypoints),
+                                              result["cam_from_world"])
+        for keypoint_id, point_id, inlier in zip(keypoint_ids, point_ids, result["inlier_mask"]):
+            track = extended.point3D(int(point_id)).track
+            if inlier and all(element.image_id != image.image_id for element in track.elements):
+                extended.add_observation(int(point_id), pycolmap.TrackElement(image.image_id, int(keypoint_id)))
+    return extended
+
+
+def _keypoints(image: pycolmap.Image, indices: np.ndarray) -> np.ndarray:
+    """(K, 2) COLMAP pixel coordinates of the image's keypoints `indices`."""
+    return np.array([image.points2D[int(k)].xy for k in indices], np.float64).reshape(-1, 2)
