@@ -60,7 +60,8 @@ def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkI
 def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk, storage_options: dict | None = None) -> dict:
     """The chunk's verified matches joined into tracks, then refined from their query frames
     (settings.track_refinement: "correlation", "learned" or "none")."""
-    rows = [usable_rows(layout)[f] for f in chunk.frames]
+    usable = usable_rows(layout)  # read once: it reads the manifest
+    rows = [usable[f] for f in chunk.frames]
     store = FeatureStore(str(layout.features), settings.features)
     features = [store.read(r.sha256) for r in rows]
     tracks = tracks_from_pairs([f.keypoints for f in features], read_pairs(str(layout.pairs), [r.image_id for r in rows]))
