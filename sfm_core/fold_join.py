@@ -12,13 +12,14 @@ two side models together the right way round:
    matches to that side's points (LO-RANSAC: a photo whose seam matches are mostly wrong gets a
    pose its inliers do not carry, or none).
 2. The two side models, each with the other side's photos so posed, then share those photos,
-   and are aligned by Sim(3) and joined by sfm_core.merge (with its bound on how far the shared
-   photos may disagree: a join that would force them is refused).
-3. The joined model is taken only where it is one model holding both sides and is not folded
-   itself.
+   and are aligned by Sim(3) as chunk models are (sfm_core.merge, with its bound on how far the
+   shared photos may disagree: an alignment that would force them is refused).
+3. The two side models as they were (each photo with its own side's pose: a photo whose seam
+   matches posed it wrong across is not kept so) are joined under that alignment, and the result
+   is taken only where it is not folded itself.
 
 Measured (docs/benchmarks.md): four folded models of 80-150 photos joined into one model each,
-AUC@5 0.86-0.995 over their photos; one whose chunk held no seam pair stayed split.
+AUC@5 0.87-0.997 over their photos; one whose chunk held no seam pair stayed split.
 
 Conventions: poses are world-to-camera (cam_from_world); a pair's inliers index the two photos'
 keypoints, which are the points2D of the model's images. Pure: the models are only read.
@@ -28,12 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import pycolmap
 
-from sfm_core.merge import merge_models
+from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, align_model, join_into, pose_disagreement
 from sfm_core.pair_contradictions import CONTRADICTED_BELOW, PairMatches, consistent_share
 from sfm_core.superimposition import split_model, superimposition
 
 MAX_EPIPOLAR_ERROR_PX = 4.0  # an inlier fits the folded poses within this Sampson distance
 MIN_PNP_INLIERS = 30  # a photo posed across the seam needs this many inliers (as re-posing in registration does)
+MIN_SHARED_PHOTOS = 3  # photos posed across that a Sim(3) between the sides needs (as the merge of chunks)
+MAX_REPROJECTION_ERROR_PX = 8.0  # the alignment's inlier bound, and the joined points' (as the merge of chunks)
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,23 @@ def join_sides(folded: pycolmap.Reconstruction, sides: tuple[list[str], list[str
     pieces = split_model(folded, sides)
     extended = [_with_photos_across(pieces[own], pieces[1 - own], seam, side_of, own) for own in (0, 1)]
     posed_across = sum(model.num_reg_images() - piece.num_reg_images() for model, piece in zip(extended, pieces))
-    merged = merge_models(extended)
-    if len(merged) != 1:
+    if len(extended[0].find_common_reg_image_ids(extended[1])) < MIN_SHARED_PHOTOS:
         return None
-    joined = merged[0].reconstruction
+    target = 0 if pieces[0].num_reg_images() >= pieces[1].num_reg_images() else 1
+    alignment = align_model(extended[1 - target], extended[target], MAX_REPROJECTION_ERROR_PX)
+    if alignment is None:
+        return None
+    rotation_deg, center_rel = pose_disagreement(extended[1 - target], extended[target], alignment.tgt_from_src)
+    if rotation_deg > MAX_ROTATION_DEG or center_rel > MAX_CENTER_ERROR_REL:
+        return None
+    joined = pycolmap.Reconstruction()
+    join_into(joined, pieces[target], pycolmap.Sim3d(), MAX_REPROJECTION_ERROR_PX)
+    join_into(joined, pieces[1 - target], alignment.tgt_from_src, MAX_REPROJECTION_ERROR_PX)
     if superimposition(joined).folded:
         return None
-    [join] = merged[0].joins
     in_seam = {id(pair) for pair in seam}
     doppelgangers = frozenset(frozenset((pair.name1, pair.name2)) for pair in across if id(pair) not in in_seam)
-    return JoinedSides(joined, len(seam), posed_across, join.rotation_error_deg, join.center_error_rel, doppelgangers)
+    return JoinedSides(joined, len(seam), posed_across, rotation_deg, center_rel, doppelgangers)
 
 
 def _contradicted(rec: pycolmap.Reconstruction, pair: NamedPair) -> bool:

@@ -103,7 +103,7 @@ def merge_models(models: list[pycolmap.Reconstruction], min_shared_images: int =
         seed = max(remaining, key=lambda index: (models[index].num_reg_images(), -index))
         remaining.remove(seed)
         merged = MergedModel(pycolmap.Reconstruction(), seed)
-        _join(merged.reconstruction, models[seed], pycolmap.Sim3d(), max_reprojection_error_px)
+        join_into(merged.reconstruction, models[seed], pycolmap.Sim3d(), max_reprojection_error_px)
         _grow(merged, models, remaining, min_shared_images, max_reprojection_error_px)
         merged_models.append(merged)
     return sorted(merged_models, key=lambda m: -m.reconstruction.num_reg_images())
@@ -135,7 +135,7 @@ def _grow(merged: MergedModel, models: list[pycolmap.Reconstruction], remaining:
             merged.refusals.append(Refusal(index, merged.seed, shared[index], alignment.method, *disagreement))
             failed_at[index] = shared[index]
             continue
-        counts = _join(merged.reconstruction, models[index], alignment.tgt_from_src, max_error_px)
+        counts = join_into(merged.reconstruction, models[index], alignment.tgt_from_src, max_error_px)
         merged.joins.append(Join(index, shared[index], alignment.method, alignment.point_pairs, *disagreement, *counts))
         remaining.remove(index)
 
@@ -224,7 +224,7 @@ def _extent(points: np.ndarray) -> float:
     return float(np.linalg.norm(points.max(axis=0) - points.min(axis=0))) if len(points) else 0.0
 
 
-def _join(merged: pycolmap.Reconstruction, model: pycolmap.Reconstruction, tgt_from_src: pycolmap.Sim3d,
+def join_into(merged: pycolmap.Reconstruction, model: pycolmap.Reconstruction, tgt_from_src: pycolmap.Sim3d,
           max_error_px: float) -> tuple[int, int, int]:
     """Add model's registered images and points to merged, moved by tgt_from_src (merged_from_model).
 
