@@ -21,7 +21,7 @@ import flows  # noqa: E402,F401  (environment defaults before Prefect and pycolm
 
 def main(arguments: list[str]) -> None:
     from flows.layout import OutputLayout
-    from flows.tasks import _named_pairs
+    from flows.tasks import named_pairs
     from sfm_core.evaluation import evaluate_poses
     from sfm_core.fold_join import join_sides
     from sfm_core.superimposition import split_model, superimposition
@@ -49,7 +49,7 @@ def main(arguments: list[str]) -> None:
             run = Path(path).resolve().parents[2]
             if (run / "pairs.parquet").exists():
                 started = time.perf_counter()
-                joined = join_sides(rec, found.sides, _named_pairs(OutputLayout(run)))
+                joined = join_sides(rec, found.sides, named_pairs(OutputLayout(run)))
                 seconds += time.perf_counter() - started
                 joined_cell = "not joined" if joined is None else f"{scored(joined.model)}; {joined.seam_pairs}"
         print(f"| {path} | {rec.num_reg_images()} | {found.share:.3f} | {'yes' if found.folded else 'no'} | {sides} | "

@@ -247,7 +247,7 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     read = [(f"{chunk_dir.name}/{folder.name}", read_model(folder)) for chunk_dir in chunk_dirs
             for folder in model_dirs(chunk_dir)]
     kept = [(label, piece) for label, piece in read if piece.num_reg_images() >= 2]
-    kept, folds, split_sides, doppelgangers = _unfold(kept, functools.partial(_named_pairs, layout))
+    kept, folds, split_sides, doppelgangers = _unfold(kept, functools.partial(named_pairs, layout))
     labels, pieces = [label for label, _ in kept], [piece for _, piece in kept]  # "chunk-<k>/<m>" names a piece
     merged = merge_models(pieces)
     out = fresh(layout.stage_models("merged"))
@@ -378,7 +378,7 @@ def _unfold(models: list[tuple[str, pycolmap.Reconstruction]], load_pairs) -> tu
     return kept, folds, split_sides, doppelgangers
 
 
-def _named_pairs(layout: OutputLayout) -> list[NamedPair]:
+def named_pairs(layout: OutputLayout) -> list[NamedPair]:
     """The verified pairs' inliers by photo name (sfm_core.fold_join)."""
     rows = usable_rows(layout)
     return [NamedPair(rows[p.index1].name, rows[p.index2].name, p.inliers)

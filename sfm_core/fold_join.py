@@ -29,14 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 import pycolmap
 
-from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, align_model, join_into, pose_disagreement
+from sfm_core.merge import (MAX_REPROJECTION_ERROR_PX, MIN_SHARED_IMAGES, align_model, disagree_too_much, join_into,
+                            pose_disagreement)
 from sfm_core.pair_contradictions import CONTRADICTED_BELOW, PairMatches, consistent_share
 from sfm_core.superimposition import split_model, superimposition
 
 MAX_EPIPOLAR_ERROR_PX = 4.0  # an inlier fits the folded poses within this Sampson distance
 MIN_PNP_INLIERS = 30  # a photo posed across the seam needs this many inliers (as re-posing in registration does)
-MIN_SHARED_PHOTOS = 3  # photos posed across that a Sim(3) between the sides needs (as the merge of chunks)
-MAX_REPROJECTION_ERROR_PX = 8.0  # the alignment's inlier bound, and the joined points' (as the merge of chunks)
 
 
 @dataclass(frozen=True)
@@ -70,14 +69,14 @@ def join_sides(folded: pycolmap.Reconstruction, sides: tuple[list[str], list[str
     pieces = split_model(folded, sides)
     extended = [_with_photos_across(pieces[own], pieces[1 - own], seam, side_of, own) for own in (0, 1)]
     posed_across = sum(model.num_reg_images() - piece.num_reg_images() for model, piece in zip(extended, pieces))
-    if len(extended[0].find_common_reg_image_ids(extended[1])) < MIN_SHARED_PHOTOS:
+    if len(extended[0].find_common_reg_image_ids(extended[1])) < MIN_SHARED_IMAGES:
         return None
     target = 0 if pieces[0].num_reg_images() >= pieces[1].num_reg_images() else 1
     alignment = align_model(extended[1 - target], extended[target], MAX_REPROJECTION_ERROR_PX)
     if alignment is None:
         return None
     rotation_deg, center_rel = pose_disagreement(extended[1 - target], extended[target], alignment.tgt_from_src)
-    if rotation_deg > MAX_ROTATION_DEG or center_rel > MAX_CENTER_ERROR_REL:
+    if disagree_too_much(rotation_deg, center_rel):
         return None
     joined = pycolmap.Reconstruction()
     join_into(joined, pieces[target], pycolmap.Sim3d(), MAX_REPROJECTION_ERROR_PX)

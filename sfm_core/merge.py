@@ -32,6 +32,10 @@ _MIN_POINT_PAIRS = 20
 # under the bound are caught by the verdict); the wrong internet collection of 135 photos at 4.9 deg.
 MAX_ROTATION_DEG = 2.0
 MAX_CENTER_ERROR_REL = 0.05
+# Defaults of a merge: a similarity needs three shared cameras; the alignment's inlier test and
+# the reprojection error of the points a join creates or extends.
+MIN_SHARED_IMAGES = 3
+MAX_REPROJECTION_ERROR_PX = 8.0
 # Inlier bound of the camera-centre alignment used when too few points are common to both
 # models, as a fraction of the extent of the shared cameras (as sfm_core.evaluation does).
 _CENTER_ERROR_REL = 0.05
@@ -83,8 +87,8 @@ class MergedModel:
         return [self.seed] + [join.model for join in self.joins]
 
 
-def merge_models(models: list[pycolmap.Reconstruction], min_shared_images: int = 3,
-                 max_reprojection_error_px: float = 8.0) -> list[MergedModel]:
+def merge_models(models: list[pycolmap.Reconstruction], min_shared_images: int = MIN_SHARED_IMAGES,
+                 max_reprojection_error_px: float = MAX_REPROJECTION_ERROR_PX) -> list[MergedModel]:
     """Align chunk models by Sim(3) from their shared registered images and join them.
 
     One merged model per connected group of models, most registered images first; a model
@@ -131,7 +135,7 @@ def _grow(merged: MergedModel, models: list[pycolmap.Reconstruction], remaining:
         disagreement = pose_disagreement(models[index], merged.reconstruction, alignment.tgt_from_src)
         # A model tried again (it shares more images now) keeps only its latest outcome.
         merged.refusals = [refusal for refusal in merged.refusals if refusal.model != index]
-        if disagreement[0] > MAX_ROTATION_DEG or disagreement[1] > MAX_CENTER_ERROR_REL:
+        if disagree_too_much(*disagreement):
             merged.refusals.append(Refusal(index, merged.seed, shared[index], alignment.method, *disagreement))
             failed_at[index] = shared[index]
             continue
@@ -217,6 +221,11 @@ def pose_disagreement(src: pycolmap.Reconstruction, tgt: pycolmap.Reconstruction
         center_errors.append(np.linalg.norm(moved.inverse().translation - kept.inverse().translation))
     centers = np.array([tgt.image(image_id).projection_center() for image_id in tgt.reg_image_ids()])
     return float(np.median(rotation_errors)), float(np.median(center_errors)) / max(_extent(centers), 1e-12)
+
+
+def disagree_too_much(rotation_error_deg: float, center_error_rel: float) -> bool:
+    """Whether aligned models' shared images disagree (pose_disagreement) beyond the bounds of a join."""
+    return rotation_error_deg > MAX_ROTATION_DEG or center_error_rel > MAX_CENTER_ERROR_REL
 
 
 def _extent(points: np.ndarray) -> float:
