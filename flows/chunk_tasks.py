@@ -20,6 +20,7 @@ from sfm_core.chunking import Chunk
 from sfm_core.initialization import initialize_poses_best_of, pose_graph_components
 from sfm_core.model import new_reconstruction, point_of_track_map, with_image_ids
 from sfm_core.rotation_loops import MAX_LOOP_ERROR_DEG, check_loops
+from sfm_core.query_tracks import query_frame_tracks
 from sfm_core.track_refinement import refine_tracks
 from sfm_core.tracks import tracked_keypoints, tracks_from_pairs
 from sfm_core.triangulation import TriangulationSettings, triangulate_tracks
@@ -56,21 +57,29 @@ def load_chunk(layout: OutputLayout, settings: Settings, chunk: Chunk) -> ChunkI
                        initial.constant_ids)
 
 
-@stage_task("tracks", ("track_refinement", "refiner_sha256"), run_name="tracks-chunk-{chunk.index}")
+@stage_task("tracks", ("tracks", "track_refinement", "refiner_sha256"), run_name="tracks-chunk-{chunk.index}")
 def make_tracks(layout: OutputLayout, settings: Settings, chunk: Chunk, storage_options: dict | None = None) -> dict:
-    """The chunk's verified matches joined into tracks, then refined from their query frames
-    (settings.track_refinement: "correlation", "learned" or "none")."""
+    """The chunk's tracks (settings.tracks: "query", each query frame's points followed into its
+    verified neighbours; "pairs", the verified matches joined), then refined from their query
+    frames (settings.track_refinement: "correlation", "learned" or "none")."""
     usable = usable_rows(layout)  # read once: it reads the manifest
     rows = [usable[f] for f in chunk.frames]
     store = FeatureStore(str(layout.features), settings.features)
     features = [store.read(r.sha256) for r in rows]
-    tracks = tracks_from_pairs([f.keypoints for f in features], read_pairs(str(layout.pairs), [r.image_id for r in rows]))
+    pairs = read_pairs(str(layout.pairs), [r.image_id for r in rows])
+    gray, scale_xy = [], []
+    if settings.tracks == "query" or settings.track_refinement != "none":
+        images = [load_image(r.uri, settings.max_image_size, storage_options) for r in rows]
+        gray, scale_xy = [gray_tensor(image.pixels) for image in images], [image.scale_xy for image in images]
+    if settings.tracks == "query":
+        tracks = query_frame_tracks([f.keypoints for f in features], pairs, gray, scale_xy)
+    else:
+        tracks = tracks_from_pairs([f.keypoints for f in features], pairs)
     coarse = tracks.xy
     if settings.track_refinement != "none":
-        images = [load_image(r.uri, settings.max_image_size, storage_options) for r in rows]
-        tracks = refine_tracks(tracks, [gray_tensor(image.pixels) for image in images],
-                               [image.scale_xy for image in images], keypoint_shape(tracks, features),
-                               make_refiner(settings))
+        followed = np.stack([tracks.keypoint_index[f] >= len(features[f].keypoints) for f in range(len(features))])
+        tracks = refine_tracks(tracks, gray, scale_xy, keypoint_shape(tracks, features), make_refiner(settings),
+                               settled=followed)
     write_tracks(str(layout.tracks), chunk_name(chunk), np.array([r.image_id for r in rows]), tracks)
     observed = tracks.visibility
     lengths = observed.sum(axis=0)

@@ -5,7 +5,7 @@ import os
 import sys
 
 from flows.environment import set_verbose
-from flows.settings import FEATURE_KINDS, Settings, chunk_overlap_for
+from flows.settings import FEATURE_KINDS, TRACK_KINDS, Settings, chunk_overlap_for
 from sfm_core.cameras import SHARED_CAMERAS
 from sfm_core.synthetic import NUISANCES
 
@@ -34,6 +34,10 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                         help="bundle adjustment solver (default %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device,
                         help="torch device of retrieval, matching and track refinement (default %(default)s)")
+    parser.add_argument("--tracks", default=DEFAULTS.tracks, choices=list(TRACK_KINDS),
+                        help="query: each query frame's points followed into its verified neighbours, by their "
+                             "matches or by correlation where the matcher missed them; pairs: the verified "
+                             "matches joined into tracks (default %(default)s)")
     parser.add_argument("--track-refinement", default=DEFAULTS.track_refinement, choices=["correlation", "none"],
                         help="how tracks are refined to sub-pixel from their query frames (default %(default)s)")
     parser.add_argument("--intrinsics", type=_known_cameras, action="extend", default=None, metavar="CAMERA",
@@ -54,7 +58,7 @@ def _flow_kwargs(args) -> dict:
             "camera_model": args.camera_model, "shared_cameras": args.shared_cameras,
             "bundle_adjuster": args.bundle_adjuster, "device": args.device,
             "chunk_size": args.chunk_size, "dask_address": args.dask_address,
-            "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
+            "tracks": args.tracks, "track_refinement": args.track_refinement, "refiner_weights": args.refiner_weights,
             "intrinsics": args.intrinsics, "transitive_rounds": args.transitive_rounds}
 
 

@@ -39,7 +39,7 @@ STAGES = ("ingest", "features", "matching", "chunking", "tracks", "cameras", "tr
 def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features: int = 4096, features: str = "sift",
                 camera_model: str = "SIMPLE_RADIAL", shared_cameras: str = "auto", bundle_adjuster: str = "ceres",
                 device: str = "cpu", chunk_size: int = 100, dask_address: str | None = None,
-                track_refinement: str = "correlation", refiner_weights: str | None = None,
+                tracks: str = "query", track_refinement: str = "correlation", refiner_weights: str | None = None,
                 intrinsics: list[str] | None = None, transitive_rounds: int = 2,
                 storage_options: dict | None = None) -> dict:
     """Reconstruct the photos of `source` (a folder or list file, local or a URI) into `out`
@@ -49,7 +49,7 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
     `track_refinement`. `intrinsics`: known cameras ("MODEL WIDTH HEIGHT PARAMS...", as a line
     of COLMAP's cameras.txt without its id): photos of their size use them, held fixed.
     `transitive_rounds`: rounds of candidate pairs from the verified view graph after
-    retrieval's (Settings.transitive_rounds)."""
+    retrieval's (Settings.transitive_rounds). `tracks`: "query" or "pairs" (Settings.tracks)."""
     if refiner_weights:
         load_weights(refiner_weights)  # a bad file fails here, in one line, not in every chunk
     for spec in intrinsics or ():
@@ -58,7 +58,7 @@ def reconstruct(source: str, out: str, max_image_size: int = 1024, max_features:
                         camera_model=camera_model, shared_cameras=shared_cameras, bundle_adjuster=bundle_adjuster,
                         device=device, chunk_size=chunk_size, chunk_overlap=chunk_overlap_for(chunk_size),
                         intrinsics=tuple(intrinsics or ()), transitive_rounds=transitive_rounds,
-                        track_refinement="learned" if refiner_weights else track_refinement,
+                        tracks=tracks, track_refinement="learned" if refiner_weights else track_refinement,
                         refiner_weights=refiner_weights and str(Path(refiner_weights).resolve()),
                         refiner_sha256=refiner_weights and file_sha256(refiner_weights))
     if is_local(source):

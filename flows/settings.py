@@ -4,6 +4,8 @@ from dataclasses import asdict, dataclass
 from sfm_core.cameras import check_shared_cameras
 from sfm_core.learned_features import FEATURE_KINDS
 
+TRACK_KINDS = ("query", "pairs")
+
 # Neighbouring chunks share this many images at least: a Sim(3) needs 3 registered in both,
 # and one more leaves room for an image that one of the chunks fails to register.
 MIN_CHUNK_OVERLAP = 4
@@ -38,6 +40,9 @@ class Settings:
     exhaustive_below: int = 40  # smaller collections match all pairs
     chunk_size: int = 100  # most images reconstructed together (one GPU's worth)
     chunk_overlap: int = 12  # images neighbouring chunks share, to align them
+    # "query": each query frame's points followed into its verified neighbours (VGGSfM's tracks,
+    # sfm_core.query_tracks); "pairs": the verified matches joined by union-find (0.3.5 and before)
+    tracks: str = "query"
     track_refinement: str = "correlation"  # "correlation" (patches from the query frame), "learned" or "none"
     refiner_weights: str | None = None  # the learned refiner's weights file ("learned")
     refiner_sha256: str | None = None  # its content, for the checkpoint keys
@@ -54,6 +59,8 @@ class Settings:
         if self.features not in FEATURE_KINDS:
             raise ValueError(f"unknown features {self.features!r}: choose one of {', '.join(FEATURE_KINDS)}")
         check_shared_cameras(self.shared_cameras)
+        if self.tracks not in TRACK_KINDS:
+            raise ValueError(f"unknown tracks {self.tracks!r}: choose one of {', '.join(TRACK_KINDS)}")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -94,10 +94,12 @@ def keypoint_shape(tracks: Tracks, features: list[Features]) -> KeypointShape:
     scale = np.full(tracks.visibility.shape, np.nan, np.float32)
     orientation = np.full(tracks.visibility.shape, np.nan, np.float32)
     for frame, frame_features in enumerate(features):
-        visible = tracks.visibility[frame]
-        index = tracks.keypoint_index[frame, visible]
-        scale[frame, visible] = frame_features.scales[index]
-        orientation[frame, visible] = frame_features.orientations[index]
+        # Points followed by correlation (sfm_core.query_tracks) have no detection: NaN (the
+        # refiner leaves them where the correlation found them).
+        detected = tracks.visibility[frame] & (tracks.keypoint_index[frame] < len(frame_features.keypoints))
+        index = tracks.keypoint_index[frame, detected]
+        scale[frame, detected] = frame_features.scales[index]
+        orientation[frame, detected] = frame_features.orientations[index]
     return KeypointShape(scale, orientation)
 
 

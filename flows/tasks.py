@@ -26,7 +26,8 @@ from sfm_core.colours import mean_colours, observation_colours
 from sfm_core.fold_join import NamedPair, join_sides
 from sfm_core.learned_features import empty_features
 from sfm_core.learned_matching import make_matcher
-from sfm_core.merge import MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, merge_models
+from sfm_core.merge import (MAX_CENTER_ERROR_REL, MAX_ROTATION_DEG, images_in_several, merge_models,
+                            shared_images_detected_only)
 from sfm_core.retrieval import candidate_pairs, matches_every_pair, transitive_candidates
 from sfm_core.superimposition import split_model, superimposition
 from sfm_core.verification import verification_options, verify_pair
@@ -249,7 +250,7 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
     kept = [(label, piece) for label, piece in read if piece.num_reg_images() >= 2]
     kept, folds, split_sides, doppelgangers = _unfold(kept, functools.partial(named_pairs, layout))
     labels, pieces = [label for label, _ in kept], [piece for _, piece in kept]  # "chunk-<k>/<m>" names a piece
-    merged = merge_models(pieces)
+    merged = merge_models(shared_images_detected_only(pieces, _detected_keypoints(layout, settings, pieces)))
     out = fresh(layout.stage_models("merged"))
     out.mkdir(parents=True)
     (out / FOLDS_FILE).write_text(json.dumps({"split_sides": split_sides,
@@ -326,6 +327,13 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
 
 
 FOLDS_FILE = "folds.json"  # in the merge stage's folder: {"split_sides": [[names], ...], "doppelgangers": [[a, b], ...]}
+
+
+def _detected_keypoints(layout: OutputLayout, settings: Settings, models: list[pycolmap.Reconstruction]) -> dict[int, int]:
+    """{image id: its detected keypoints} of the images registered in more than one model."""
+    shared = images_in_several(models)
+    store = FeatureStore(str(layout.features), settings.features)
+    return {row.image_id: len(store.read_keypoints(row.sha256)) for row in usable_rows(layout) if row.image_id in shared}
 
 
 def _unfold(models: list[tuple[str, pycolmap.Reconstruction]], load_pairs) -> tuple[list, list[dict], list, set]:

@@ -320,3 +320,47 @@ def _one_observation_per_image(merged: pycolmap.Reconstruction, owners: list[int
     images = [element.image_id for owner in owners for element in merged.point3D(owner).track.elements]
     images += [element.image_id for element in fresh]
     return len(images) == len(set(images))
+
+
+def shared_images_detected_only(models: list[pycolmap.Reconstruction],
+                                detected: dict[int, int]) -> list[pycolmap.Reconstruction]:
+    """The models, where an image is registered in more than one of them, with its keypoints cut
+    to its `detected` ({image id: count}) ones.
+
+    Query-frame tracks (sfm_core.query_tracks) append points found by correlation after a
+    photo's detected keypoints, chunk by chunk: the same index means another point in another
+    chunk. Aligning and joining read shared images' keypoints by index, so those images keep
+    only the detected keypoints, and the points lose their observations of the others (a point
+    left with fewer than two goes). Other images keep theirs.
+    """
+    shared = images_in_several(models)
+    return [_cut_keypoints(model, {i: detected[i] for i in shared & set(model.reg_image_ids())
+                                   if len(model.image(i).points2D) > detected[i]}) for model in models]
+
+
+def images_in_several(models: list[pycolmap.Reconstruction]) -> set[int]:
+    """Ids of the images registered in more than one of the models."""
+    counts: dict[int, int] = {}
+    for model in models:
+        for image_id in model.reg_image_ids():
+            counts[image_id] = counts.get(image_id, 0) + 1
+    return {image_id for image_id, count in counts.items() if count > 1}
+
+
+def _cut_keypoints(model: pycolmap.Reconstruction, counts: dict[int, int]) -> pycolmap.Reconstruction:
+    """A copy of model's registered images and points with image i's keypoints cut to counts[i]."""
+    if not counts:
+        return model
+    cut = pycolmap.Reconstruction()
+    for image_id in model.reg_image_ids():
+        image = model.image(image_id)
+        if not cut.exists_camera(image.camera_id):
+            cut.add_camera_with_trivial_rig(model.camera(image.camera_id))
+        keypoints = np.array([p.xy for p in image.points2D], np.float64).reshape(-1, 2)[:counts.get(image_id)]
+        cut.add_image_with_trivial_frame(pycolmap.Image(name=image.name, keypoints=keypoints, camera_id=image.camera_id,
+                                                        image_id=image_id), image.cam_from_world())
+    for point in model.points3D.values():
+        kept = [e for e in point.track.elements if e.point2D_idx < counts.get(e.image_id, e.point2D_idx + 1)]
+        if len(kept) >= 2:
+            cut.add_point3D(point.xyz, pycolmap.Track(kept), point.color)
+    return cut

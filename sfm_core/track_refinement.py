@@ -125,8 +125,11 @@ class KeypointShape:
 
 def refine_tracks(tracks: Tracks, images: list[torch.Tensor], scale_xy: list[tuple[float, float]],
                   shape: KeypointShape, refiner: PatchRefiner, passes: int = 2, min_confidence: float = 0.5,
-                  batch: int = 4096) -> Tracks:
+                  batch: int = 4096, settled: np.ndarray | None = None) -> Tracks:
     """Each visible observation of each track re-found from the track's query frame.
+
+    settled: (F, N) bool, observations already found by correlation with their query patch
+    (sfm_core.query_tracks' followed points): they keep their position and confidence.
 
     In each pass an observation moves by the refiner's offset when its confidence reaches
     min_confidence and the offset stays inside the search window; otherwise it stays. A
@@ -134,17 +137,19 @@ def refine_tracks(tracks: Tracks, images: list[torch.Tensor], scale_xy: list[tup
     bias. The query frame's own observations stay, with confidence 1. Returns new Tracks: xy
     refined, confidence the last pass's (the query frame's 1), the rest unchanged.
     """
+    settled = np.zeros(tracks.visibility.shape, bool) if settled is None else settled
     with torch.no_grad():
         for _ in range(passes):
-            tracks = _refine_once(tracks, images, scale_xy, shape, refiner, min_confidence, batch)
+            tracks = _refine_once(tracks, images, scale_xy, shape, refiner, min_confidence, batch, settled)
     return tracks
 
 
 def _refine_once(tracks: Tracks, images: list[torch.Tensor], scale_xy: list[tuple[float, float]],
-                 shape: KeypointShape, refiner: PatchRefiner, min_confidence: float, batch: int) -> Tracks:
+                 shape: KeypointShape, refiner: PatchRefiner, min_confidence: float, batch: int,
+                 settled: np.ndarray) -> Tracks:
     geometry = refiner.geometry
     xy = torch.as_tensor(tracks.xy, dtype=torch.float32).clone()
-    confidence = np.zeros(tracks.visibility.shape, np.float32)
+    confidence = np.where(settled, tracks.confidence, 0).astype(np.float32)
     num_frames, num_tracks = tracks.visibility.shape
     query = torch.as_tensor(tracks.query_frame, dtype=torch.long)
     confidence[tracks.query_frame, np.arange(num_tracks)] = np.where(
@@ -153,7 +158,7 @@ def _refine_once(tracks: Tracks, images: list[torch.Tensor], scale_xy: list[tupl
     orientation = torch.as_tensor(np.asarray(shape.orientation, np.float32))
     feature_scale = torch.tensor(scale_xy, dtype=torch.float32)  # (F, 2) full / feature
     for frame in range(num_frames):
-        observed = np.nonzero(tracks.visibility[frame] & (tracks.query_frame != frame))[0]
+        observed = np.nonzero(tracks.visibility[frame] & (tracks.query_frame != frame) & ~settled[frame])[0]
         for start in range(0, len(observed), batch):
             track = torch.as_tensor(observed[start: start + batch], dtype=torch.long)
             source = query[track]

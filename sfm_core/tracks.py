@@ -113,11 +113,14 @@ def tracks_from_pairs(keypoints: list[np.ndarray], pairs: list[VerifiedPair]) ->
 
 def tracked_keypoints(keypoints: list[np.ndarray], tracks: Tracks) -> list[np.ndarray]:
     """Copies of each frame's keypoints (K_f, 2) with those in a track moved to the track's
-    position there (tracks.xy, refined): the observations the geometry stages then use."""
+    position there (tracks.xy, refined): the observations the geometry stages then use.
+    Observations found where no keypoint was detected (indices from K_f on, see
+    sfm_core.query_tracks) are appended at their positions."""
     moved = []
     for frame, points in enumerate(keypoints):
-        points = np.array(points, dtype=np.float32, copy=True)
         visible = tracks.visibility[frame]
+        count = max(len(points), int(tracks.keypoint_index[frame, visible].max(initial=-1)) + 1)
+        points = np.concatenate([np.asarray(points, np.float32), np.zeros((count - len(points), 2), np.float32)])
         points[tracks.keypoint_index[frame, visible]] = tracks.xy[frame, visible]
         moved.append(points)
     return moved

@@ -51,13 +51,8 @@ def test_rerun_reuses_and_new_photos_cost_only_their_features(scene, tmp_path, p
     again = reconstruct(str(collection), str(out))
     assert [s for s in STAGES if again["stages"][s]["status"] != "reused"] == []
     # Prefect's own cache answered with the same keys: the UI shows the stages as Cached.
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[again["flow_run_id"]])))
-    states = {run.name: run.state.name for run in runs}
-    assert {name: states.get(name) for name in ("ingest", "features", "matching", "chunking", "merge", "export")} \
-        == dict.fromkeys(("ingest", "features", "matching", "chunking", "merge", "export"), "Cached")
+    outer_stages = ("ingest", "features", "matching", "chunking", "merge", "export")
+    assert _final_task_states(again["flow_run_id"], outer_stages) == dict.fromkeys(outer_stages, "Cached")
     assert again["totals"]["registered"] == first["totals"]["registered"] == 20
 
     for path in sorted((scene / "images").iterdir())[20:]:
@@ -66,6 +61,22 @@ def test_rerun_reuses_and_new_photos_cost_only_their_features(scene, tmp_path, p
     assert grown["stages"]["features"]["computed"] == 3
     assert grown["stages"]["features"]["reused"] == 20
     assert grown["totals"]["registered"] == 23
+
+
+def _final_task_states(flow_run_id: str, names: tuple[str, ...], timeout_s: float = 30.0) -> dict[str, str | None]:
+    """The named task runs' states once each has reached a final one: the API records a task
+    run's last state a moment after the flow returns (sooner or later as its database is busy)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {run.name: run.state for run in runs}
+            if all(states.get(n) is not None and states[n].is_final() for n in names) or time.monotonic() > deadline:
+                return {n: states[n].name if states.get(n) is not None else None for n in names}
+            time.sleep(0.5)
 
 
 def _start_run(source: Path, out: Path) -> subprocess.Popen:

@@ -1,5 +1,6 @@
 """The reconstruction flow end to end, through a real Prefect API, on rendered photos."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pycolmap
 import pytest
 
 from flows.reconstruct import STAGES, reconstruct
+from flows.settings import TRACK_KINDS, Settings
 from sfm_core.synthetic import render_scene
 from storage.colmap_model import evaluate_model_dirs
 from storage.manifest import read_manifest
@@ -99,3 +101,20 @@ def test_eval_prints_the_protocol_keys(scene_with_junk):
     assert set(metrics) == {"registered", "reference_images", "auc@3", "auc@5", "auc@10", "auc@30",
                             "median_center_error", "median_center_error_rel"}
     assert metrics["registered"] == metrics["reference_images"] == 12 and metrics["auc@3"] == 1.0
+
+
+def test_the_other_track_kind_reconstructs_as_accurately(run_with_junk, scene_with_junk, tmp_path):
+    """Both `--tracks` kinds end to end on the same photos; the checkpoint keys include the
+    kind, so the run with the other kind builds its tracks anew and reuses the matches."""
+    out, report = run_with_junk
+    default = Settings().tracks
+    other = next(kind for kind in TRACK_KINDS if kind != default)
+    shutil.copytree(out, tmp_path / "out")
+    again = reconstruct(str(scene_with_junk / "images"), str(tmp_path / "out"), tracks=other)
+    assert again["stages"]["matching"]["status"] == "reused" and again["stages"]["tracks"]["status"] == "ran"
+    accuracy = evaluate_model_dirs(tmp_path / "out" / "sparse" / "0", scene_with_junk / "gt")
+    assert again["totals"]["registered"] == 12 and accuracy["auc@5"] >= 0.95
+    lengths = {kind: r["stages"]["tracks"]["chunks"][0]["mean_track_length"]
+               for kind, r in ((default, report), (other, again))}
+    # Following each query point into the neighbours the matcher missed it in lengthens the tracks.
+    assert lengths["query"] > lengths["pairs"]

@@ -1,4 +1,4 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pycolmap
@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from sfm_core.evaluation import evaluate_poses
-from sfm_core.merge import merge_models
+from sfm_core.merge import merge_models, shared_images_detected_only
 from sfm_core.model import new_reconstruction
 
 WIDTH, HEIGHT = 640, 480
@@ -256,3 +256,43 @@ def test_chunk_models_that_disagree_after_alignment_stay_separate(scene, degrees
     [refusal] = [r for m in merged for r in m.refusals]
     assert refusal.shared_images == 3 and abs(refusal.rotation_error_deg - degrees) < 0.2
     assert all(not m.joins for m in merged)
+
+
+def with_found_points(scene: Scene, seed: int) -> Scene:
+    """The scene as one chunk's query-frame tracks see it: a fifth of each image's observations
+    at keypoints found by correlation, appended after the detected ones (each chunk its own)."""
+    rng = np.random.default_rng(seed)
+    keypoint_of, keypoints = scene.keypoint_of.copy(), []
+    for f in range(len(scene.poses)):
+        seen = np.nonzero(keypoint_of[f] >= 0)[0]
+        moved = rng.choice(seen, len(seen) // 5, replace=False)
+        found = scene.keypoints[f][keypoint_of[f, moved]] + rng.normal(0, 0.1, (len(moved), 2))
+        keypoint_of[f, moved] = len(scene.keypoints[f]) + np.arange(len(moved))
+        keypoints.append(np.concatenate([scene.keypoints[f], found]))
+    return replace(scene, keypoint_of=keypoint_of, keypoints=keypoints)
+
+
+def test_shared_images_keep_only_their_detected_keypoints(scene):
+    """Two chunks whose shared images (8-10) carry found points of their own under the same
+    indices: the shared images are cut to their detected keypoints before the merge reads
+    them by index; the others keep theirs; the two models then merge right."""
+    first, second = (chunk_model(with_found_points(scene, seed), frames, seed)
+                     for seed, frames in ((1, list(range(0, 11))), (2, list(range(8, 22)))))
+    detected = {f + 1: len(scene.keypoints[f]) for f in range(22)}
+    cut_first, cut_second = shared_images_detected_only([first, second], detected)
+    for before, after in ((first, cut_first), (second, cut_second)):
+        assert sorted(after.reg_image_ids()) == sorted(before.reg_image_ids())
+        for image_id in after.reg_image_ids():
+            kept = len(after.image(image_id).points2D)
+            assert kept == (detected[image_id] if image_id in (9, 10, 11) else len(before.image(image_id).points2D))
+            np.testing.assert_allclose(after.image(image_id).cam_from_world().matrix(),
+                                       before.image(image_id).cam_from_world().matrix())
+        assert all(e.point2D_idx < detected[e.image_id] for e in
+                   (e for point in after.points3D.values() for e in point.track.elements) if e.image_id in (9, 10, 11))
+        assert all(point.track.length() >= 2 for point in after.points3D.values())
+        assert 0.8 * before.num_points3D() < after.num_points3D() <= before.num_points3D()
+    [merged] = merge_models([cut_first, cut_second])
+    assert merged.reconstruction.num_reg_images() == 22 and merged.joins[0].points_joined > 50
+    poses = poses_by_name(merged.reconstruction)
+    accuracy = evaluate_poses(poses, {name: pose for name, pose in truth_by_name(scene).items() if name in poses})
+    assert accuracy["auc@3"] > 0.95
