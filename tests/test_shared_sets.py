@@ -10,21 +10,23 @@ from storage.colmap_model import evaluate_model_dirs
 
 from conftest import shared_set
 
-# set, truth folder, minimum registered, minimum AUC@5 (issue #2)
+# set, truth folder, minimum registered, minimum AUC@5 (issue #2), minimum mean track length
 CASES = [
-    ("fountain_p11", "gt", 11, 0.95),
-    ("statue", "reference", 9, 0.90),
-    ("kitchen", "reference", 24, 0.80),
-    pytest.param("british_museum", "reference", 10, 0.90, marks=pytest.mark.xfail(
-        reason="internet photos without EXIF: self-calibrated focal lengths tilt translation directions; COLMAP's "
-               "own re-run reaches AUC@5 0.70 against this reference, ours 0.56, ours with the reference's "
-               "intrinsics 0.92 (see README)", strict=False)),
+    ("fountain_p11", "gt", 11, 0.95, 0.0),
+    ("statue", "reference", 9, 0.90, 0.0),
+    ("kitchen", "reference", 24, 0.80, 0.0),
+    # Internet photos without EXIF, self-calibrated: issue 2's 0.90 is out of reach (0.92 with the
+    # reference's intrinsics, see README). Issue 17's bar instead: COLMAP re-run side by side
+    # (benchmarks/compare_colmap.py) scores AUC@5 0.70 with its incremental mapper, with tracks
+    # 4.64 long; ours 0.81 and 5.07.
+    ("british_museum", "reference", 10, 0.70, 4.64),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, truth, min_registered, min_auc5", CASES)
-def test_reconstruction_matches_the_truth(name, truth, min_registered, min_auc5, tmp_path, prefect_api):
+@pytest.mark.parametrize("name, truth, min_registered, min_auc5, min_track_length", CASES)
+def test_reconstruction_matches_the_truth(name, truth, min_registered, min_auc5, min_track_length, tmp_path,
+                                          prefect_api):
     data = shared_set(name)
     report = reconstruct(str(data / "images"), str(tmp_path))
     model = pycolmap.Reconstruction(str(tmp_path / "sparse" / "0"))
@@ -33,6 +35,7 @@ def test_reconstruction_matches_the_truth(name, truth, min_registered, min_auc5,
     assert model.compute_mean_reprojection_error() <= 1.0
     assert accuracy["registered"] >= min_registered
     assert accuracy["auc@5"] >= min_auc5
+    assert model.compute_mean_track_length() >= min_track_length
 
 
 @pytest.mark.slow
