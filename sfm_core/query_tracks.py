@@ -77,10 +77,7 @@ def query_frame_tracks(keypoints: list[np.ndarray], pairs: list[VerifiedPair], i
         score = np.zeros((num_frames, len(keypoints[query])), np.float32)
         for link in links[query]:
             free = ~held[query][link.matches[:, 0]] & ~held[link.other][link.matches[:, 1]]
-            own, other = link.matches[free, 0], link.matches[free, 1]
-            index[link.other, own] = other
-            xy[link.other, own] = keypoints[link.other][other]
-            score[link.other, own] = 1.0
+            index[link.other, link.matches[free, 0]] = link.matches[free, 1]
         points = np.nonzero((index >= 0).any(axis=0))[0]
         if not len(points):
             continue
