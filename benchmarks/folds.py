@@ -2,7 +2,7 @@
 structure lies twice over the same place, whether that makes it folded, and, for a folded one,
 the two sides it would be split into and, for a model of a run, the model the merge stage joins
 them into (sfm_core.fold_join, from the run's verified pairs), each scored against the truth over its
-own photos.
+own photos, and how many of the joined model's photos the verdict finds determined (sfm_core.verdict).
 
     python benchmarks/folds.py MODEL[:TRUTH] [MODEL[:TRUTH] ...]
 
@@ -25,10 +25,11 @@ def main(arguments: list[str]) -> None:
     from sfm_core.evaluation import evaluate_poses
     from sfm_core.fold_join import join_sides
     from sfm_core.superimposition import split_model, superimposition
+    from sfm_core.verdict import grade_model
     from storage.colmap_model import poses_by_name, read_model
 
     print("| model | photos | share | folded | sides: photos, AUC@5 over their own photos | joined: photos, AUC@5; "
-          "seam pairs | seconds |\n|---|---|---|---|---|---|---|")
+          "seam pairs; photos the verdict finds determined | seconds |\n|---|---|---|---|---|---|---|")
     for argument in arguments:
         path, _, truth_path = argument.partition(":")
         rec = read_model(path)
@@ -51,7 +52,8 @@ def main(arguments: list[str]) -> None:
                 started = time.perf_counter()
                 joined = join_sides(rec, found.sides, named_pairs(OutputLayout(run)))
                 seconds += time.perf_counter() - started
-                joined_cell = "not joined" if joined is None else f"{scored(joined.model)}; {joined.seam_pairs}"
+                joined_cell = ("not joined" if joined is None else
+                               f"{scored(joined.model)}; {joined.seam_pairs}; {grade_model(joined.model).registered}")
         print(f"| {path} | {rec.num_reg_images()} | {found.share:.3f} | {'yes' if found.folded else 'no'} | {sides} | "
               f"{joined_cell} | {seconds:.1f} |")
 

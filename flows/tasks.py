@@ -330,7 +330,7 @@ FOLDS_FILE = "folds.json"  # in the merge stage's folder: {"split_sides": [[name
 
 
 def _detected_keypoints(layout: OutputLayout, settings: Settings, models: list[pycolmap.Reconstruction]) -> dict[int, int]:
-    """{image id: its detected keypoints} of the images registered in more than one model."""
+    """{image id: its detected keypoint count} of the images registered in more than one model."""
     shared = images_in_several(models)
     store = FeatureStore(str(layout.features), settings.features)
     return {row.image_id: len(store.read_keypoints(row.sha256)) for row in usable_rows(layout) if row.image_id in shared}

@@ -17,6 +17,9 @@ two side models together the right way round:
 3. The two side models as they were (each photo with its own side's pose: a photo whose seam
    matches posed it wrong across is not kept so) are joined under that alignment, and the result
    is taken only where it is not folded itself.
+4. The seam's inlier matches that fit the joined poses then tie the sides' points together
+   (one point seen from both sides), so that the model is one piece for what reads it after:
+   the verdict finds how well each photo hangs on the rest by the points they share.
 
 Measured (docs/benchmarks.md): four folded models of 80-150 photos joined into one model each,
 AUC@5 0.87-0.997 over their photos; one whose chunk held no seam pair stayed split.
@@ -83,9 +86,58 @@ def join_sides(folded: pycolmap.Reconstruction, sides: tuple[list[str], list[str
     join_into(joined, pieces[1 - target], alignment.tgt_from_src, MAX_REPROJECTION_ERROR_PX)
     if superimposition(joined).folded:
         return None
+    _tie_seam(joined, seam, MAX_REPROJECTION_ERROR_PX)
     in_seam = {id(pair) for pair in seam}
     doppelgangers = frozenset(frozenset((pair.name1, pair.name2)) for pair in across if id(pair) not in in_seam)
     return JoinedSides(joined, len(seam), posed_across, rotation_deg, center_rel, doppelgangers)
+
+
+def _tie_seam(joined: pycolmap.Reconstruction, seam: list[NamedPair], max_error_px: float) -> int:
+    """Each seam inlier match whose keypoints' points (one or both) reproject within max_error_px
+    onto the other keypoint becomes one point: the other keypoint joins that point's track, or
+    the two points are merged. A track never sees a photo twice. Returns the matches tied."""
+    tied = 0
+    for pair in seam:
+        first, second = joined.find_image_with_name(pair.name1), joined.find_image_with_name(pair.name2)
+        if first is None or second is None:
+            continue
+        ids = (first.image_id, second.image_id)
+        for match in pair.inliers:
+            keys = (int(match[0]), int(match[1]))
+            points = [_point_of(joined, image_id, key) for image_id, key in zip(ids, keys)]
+            fits = [point is not None and _reprojects(joined, point, ids[1 - k], keys[1 - k], max_error_px)
+                    for k, point in enumerate(points)]
+            if points[0] is not None and points[1] is not None:
+                if points[0] != points[1] and all(fits) and not _sees_any(joined, points[0], points[1]):
+                    joined.merge_points3D(points[0], points[1])
+                    tied += 1
+            else:
+                k = 0 if points[0] is not None else 1
+                if points[k] is not None and fits[k] and not _sees(joined, points[k], ids[1 - k]):
+                    joined.add_observation(points[k], pycolmap.TrackElement(ids[1 - k], keys[1 - k]))
+                    tied += 1
+    return tied
+
+
+def _point_of(rec: pycolmap.Reconstruction, image_id: int, keypoint: int) -> int | None:
+    point2D = rec.image(image_id).points2D[keypoint]
+    return point2D.point3D_id if point2D.has_point3D() else None
+
+
+def _reprojects(rec: pycolmap.Reconstruction, point_id: int, image_id: int, keypoint: int, max_error_px: float) -> bool:
+    image = rec.image(image_id)
+    projected = image.project_point(rec.point3D(point_id).xyz)
+    return projected is not None and np.linalg.norm(projected - image.points2D[keypoint].xy) <= max_error_px
+
+
+def _sees(rec: pycolmap.Reconstruction, point_id: int, image_id: int) -> bool:
+    return any(element.image_id == image_id for element in rec.point3D(point_id).track.elements)
+
+
+def _sees_any(rec: pycolmap.Reconstruction, point1: int, point2: int) -> bool:
+    """Whether the two points' tracks share a photo (merged, the track would see it twice)."""
+    images = {element.image_id for element in rec.point3D(point1).track.elements}
+    return any(element.image_id in images for element in rec.point3D(point2).track.elements)
 
 
 def _contradicted(rec: pycolmap.Reconstruction, pair: NamedPair) -> bool:

@@ -251,15 +251,16 @@ def join_into(merged: pycolmap.Reconstruction, model: pycolmap.Reconstruction, t
 
 
 def _add_image(merged: pycolmap.Reconstruction, model: pycolmap.Reconstruction, image_id: int,
-               tgt_from_src: pycolmap.Sim3d) -> None:
-    """Copy one registered image (all its keypoints, no 3D points) with its pose moved into merged's frame.
+               tgt_from_src: pycolmap.Sim3d, keypoints_kept: int | None = None) -> None:
+    """Copy one registered image (its first keypoints_kept keypoints, all by default; no 3D
+    points) with its pose moved into merged's frame.
 
     A camera new to merged comes with the chunk's parameters; a known one keeps merged's.
     """
     image = model.image(image_id)
     if not merged.exists_camera(image.camera_id):
         merged.add_camera_with_trivial_rig(model.camera(image.camera_id))  # pycolmap copies it
-    keypoints = np.array([point2D.xy for point2D in image.points2D], dtype=np.float64).reshape(-1, 2)
+    keypoints = np.array([point2D.xy for point2D in image.points2D], dtype=np.float64).reshape(-1, 2)[:keypoints_kept]
     copy = pycolmap.Image(name=image.name, keypoints=keypoints, camera_id=image.camera_id, image_id=image_id)
     merged.add_image_with_trivial_frame(copy, tgt_from_src.transform_camera_world(image.cam_from_world()))
 
@@ -325,7 +326,8 @@ def _one_observation_per_image(merged: pycolmap.Reconstruction, owners: list[int
 def shared_images_detected_only(models: list[pycolmap.Reconstruction],
                                 detected: dict[int, int]) -> list[pycolmap.Reconstruction]:
     """The models, where an image is registered in more than one of them, with its keypoints cut
-    to its `detected` ({image id: count}) ones.
+    to its detected ones. detected: {image id: its detected keypoint count} of the images
+    registered in several models (images_in_several).
 
     Query-frame tracks (sfm_core.query_tracks) append points found by correlation after a
     photo's detected keypoints, chunk by chunk: the same index means another point in another
@@ -333,9 +335,12 @@ def shared_images_detected_only(models: list[pycolmap.Reconstruction],
     only the detected keypoints, and the points lose their observations of the others (a point
     left with fewer than two goes). Other images keep theirs.
     """
-    shared = images_in_several(models)
-    return [_cut_keypoints(model, {i: detected[i] for i in shared & set(model.reg_image_ids())
-                                   if len(model.image(i).points2D) > detected[i]}) for model in models]
+    cut = []
+    for model in models:
+        registered = set(model.reg_image_ids())
+        cut.append(_cut_keypoints(model, {i: count for i, count in detected.items()
+                                          if i in registered and len(model.image(i).points2D) > count}))
+    return cut
 
 
 def images_in_several(models: list[pycolmap.Reconstruction]) -> set[int]:
@@ -353,12 +358,7 @@ def _cut_keypoints(model: pycolmap.Reconstruction, counts: dict[int, int]) -> py
         return model
     cut = pycolmap.Reconstruction()
     for image_id in model.reg_image_ids():
-        image = model.image(image_id)
-        if not cut.exists_camera(image.camera_id):
-            cut.add_camera_with_trivial_rig(model.camera(image.camera_id))
-        keypoints = np.array([p.xy for p in image.points2D], np.float64).reshape(-1, 2)[:counts.get(image_id)]
-        cut.add_image_with_trivial_frame(pycolmap.Image(name=image.name, keypoints=keypoints, camera_id=image.camera_id,
-                                                        image_id=image_id), image.cam_from_world())
+        _add_image(cut, model, image_id, pycolmap.Sim3d(), counts.get(image_id))
     for point in model.points3D.values():
         kept = [e for e in point.track.elements if e.point2D_idx < counts.get(e.image_id, e.point2D_idx + 1)]
         if len(kept) >= 2:

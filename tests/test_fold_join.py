@@ -6,6 +6,7 @@ import pycolmap
 
 from sfm_core.evaluation import evaluate_poses
 from sfm_core.fold_join import NamedPair, join_sides
+from sfm_core.verdict import grade_model
 from storage.colmap_model import poses_by_name
 from test_verdict import arc, cube_points, scene_model
 
@@ -62,6 +63,14 @@ def test_a_fold_is_joined_the_right_way_round_through_its_seam():
     assert joined.posed_across == 24
     assert joined.rotation_error_deg < 0.01 and joined.center_error_rel < 1e-4
     assert joined.model.num_points3D() > 2000
+    # The seam's matches tie the sides' points together: the fold had split each point seen
+    # from both sides in two, and the joined model sees it from both again.
+    side_of = {name: k for k, side in enumerate(sides) for name in side}
+    both = [point for point in joined.model.points3D.values()
+            if len({side_of[joined.model.image(e.image_id).name] for e in point.track.elements}) == 2]
+    assert len(both) > 300
+    grade = grade_model(joined.model)
+    assert grade.undetermined == [], grade.images  # each side hangs on the other by shared points
 
 
 def test_sides_without_pairs_across_them_stay_apart():

@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from sfm_core.evaluation import evaluate_poses
-from sfm_core.merge import merge_models, shared_images_detected_only
+from sfm_core.merge import images_in_several, merge_models, shared_images_detected_only
 from sfm_core.model import new_reconstruction
 
 WIDTH, HEIGHT = 640, 480
@@ -278,17 +278,19 @@ def test_shared_images_keep_only_their_detected_keypoints(scene):
     them by index; the others keep theirs; the two models then merge right."""
     first, second = (chunk_model(with_found_points(scene, seed), frames, seed)
                      for seed, frames in ((1, list(range(0, 11))), (2, list(range(8, 22)))))
-    detected = {f + 1: len(scene.keypoints[f]) for f in range(22)}
+    shared = images_in_several([first, second])
+    assert shared == {9, 10, 11}
+    detected = {image_id: len(scene.keypoints[image_id - 1]) for image_id in shared}
     cut_first, cut_second = shared_images_detected_only([first, second], detected)
     for before, after in ((first, cut_first), (second, cut_second)):
         assert sorted(after.reg_image_ids()) == sorted(before.reg_image_ids())
         for image_id in after.reg_image_ids():
             kept = len(after.image(image_id).points2D)
-            assert kept == (detected[image_id] if image_id in (9, 10, 11) else len(before.image(image_id).points2D))
+            assert kept == (detected[image_id] if image_id in shared else len(before.image(image_id).points2D))
             np.testing.assert_allclose(after.image(image_id).cam_from_world().matrix(),
                                        before.image(image_id).cam_from_world().matrix())
         assert all(e.point2D_idx < detected[e.image_id] for e in
-                   (e for point in after.points3D.values() for e in point.track.elements) if e.image_id in (9, 10, 11))
+                   (e for point in after.points3D.values() for e in point.track.elements) if e.image_id in shared)
         assert all(point.track.length() >= 2 for point in after.points3D.values())
         assert 0.8 * before.num_points3D() < after.num_points3D() <= before.num_points3D()
     [merged] = merge_models([cut_first, cut_second])
