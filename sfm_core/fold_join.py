@@ -33,7 +33,7 @@ import numpy as np
 import pycolmap
 
 from sfm_core.merge import (MAX_REPROJECTION_ERROR_PX, MIN_SHARED_IMAGES, align_model, disagree_too_much, join_into,
-                            pose_disagreement)
+                            one_observation_per_image, pose_disagreement)
 from sfm_core.pair_contradictions import CONTRADICTED_BELOW, PairMatches, consistent_share
 from sfm_core.superimposition import split_model, superimposition
 
@@ -92,11 +92,10 @@ def join_sides(folded: pycolmap.Reconstruction, sides: tuple[list[str], list[str
     return JoinedSides(joined, len(seam), posed_across, rotation_deg, center_rel, doppelgangers)
 
 
-def _tie_seam(joined: pycolmap.Reconstruction, seam: list[NamedPair], max_error_px: float) -> int:
+def _tie_seam(joined: pycolmap.Reconstruction, seam: list[NamedPair], max_error_px: float) -> None:
     """Each seam inlier match whose keypoints' points (one or both) reproject within max_error_px
     onto the other keypoint becomes one point: the other keypoint joins that point's track, or
-    the two points are merged. A track never sees a photo twice. Returns the matches tied."""
-    tied = 0
+    the two points are merged. A track never sees a photo twice."""
     for pair in seam:
         first, second = joined.find_image_with_name(pair.name1), joined.find_image_with_name(pair.name2)
         if first is None or second is None:
@@ -108,15 +107,13 @@ def _tie_seam(joined: pycolmap.Reconstruction, seam: list[NamedPair], max_error_
             fits = [point is not None and _reprojects(joined, point, ids[1 - k], keys[1 - k], max_error_px)
                     for k, point in enumerate(points)]
             if points[0] is not None and points[1] is not None:
-                if points[0] != points[1] and all(fits) and not _sees_any(joined, points[0], points[1]):
-                    joined.merge_points3D(points[0], points[1])
-                    tied += 1
+                if points[0] != points[1] and all(fits) and one_observation_per_image(joined, points, []):
+                    joined.merge_points3D(*points)
             else:
                 k = 0 if points[0] is not None else 1
-                if points[k] is not None and fits[k] and not _sees(joined, points[k], ids[1 - k]):
-                    joined.add_observation(points[k], pycolmap.TrackElement(ids[1 - k], keys[1 - k]))
-                    tied += 1
-    return tied
+                element = pycolmap.TrackElement(ids[1 - k], keys[1 - k])
+                if points[k] is not None and fits[k] and one_observation_per_image(joined, [points[k]], [element]):
+                    joined.add_observation(points[k], element)
 
 
 def _point_of(rec: pycolmap.Reconstruction, image_id: int, keypoint: int) -> int | None:
@@ -128,16 +125,6 @@ def _reprojects(rec: pycolmap.Reconstruction, point_id: int, image_id: int, keyp
     image = rec.image(image_id)
     projected = image.project_point(rec.point3D(point_id).xyz)
     return projected is not None and np.linalg.norm(projected - image.points2D[keypoint].xy) <= max_error_px
-
-
-def _sees(rec: pycolmap.Reconstruction, point_id: int, image_id: int) -> bool:
-    return any(element.image_id == image_id for element in rec.point3D(point_id).track.elements)
-
-
-def _sees_any(rec: pycolmap.Reconstruction, point1: int, point2: int) -> bool:
-    """Whether the two points' tracks share a photo (merged, the track would see it twice)."""
-    images = {element.image_id for element in rec.point3D(point1).track.elements}
-    return any(element.image_id in images for element in rec.point3D(point2).track.elements)
 
 
 def _contradicted(rec: pycolmap.Reconstruction, pair: NamedPair) -> bool:
@@ -184,9 +171,9 @@ def _with_photos_across(own: pycolmap.Reconstruction, other: pycolmap.Reconstruc
                                                              image_id=image.image_id, keypoints=keypoints),
                                               result["cam_from_world"])
         for keypoint_id, point_id, inlier in zip(keypoint_ids, point_ids, result["inlier_mask"]):
-            track = extended.point3D(int(point_id)).track
-            if inlier and all(element.image_id != image.image_id for element in track.elements):
-                extended.add_observation(int(point_id), pycolmap.TrackElement(image.image_id, int(keypoint_id)))
+            element = pycolmap.TrackElement(image.image_id, int(keypoint_id))
+            if inlier and one_observation_per_image(extended, [int(point_id)], [element]):
+                extended.add_observation(int(point_id), element)
     return extended
 
 

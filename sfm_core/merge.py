@@ -283,7 +283,7 @@ def _add_points(merged: pycolmap.Reconstruction, model: pycolmap.Reconstruction,
             if len(fresh) >= 2:
                 touched.add(merged.add_point3D(tgt_from_src * point.xyz, pycolmap.Track(fresh), point.color))
                 added += 1
-        elif _one_observation_per_image(merged, owners, fresh):
+        elif one_observation_per_image(merged, owners, fresh):
             point_id = owners[0]
             for other in owners[1:]:
                 point_id = merged.merge_points3D(point_id, other)
@@ -315,7 +315,7 @@ def _split_track(merged: pycolmap.Reconstruction, track: pycolmap.Track, shared_
     return fresh, sorted(owners)
 
 
-def _one_observation_per_image(merged: pycolmap.Reconstruction, owners: list[int],
+def one_observation_per_image(merged: pycolmap.Reconstruction, owners: list[int],
                                fresh: list[pycolmap.TrackElement]) -> bool:
     """Whether the tracks of the merged points `owners` and `fresh` together see each image at most once."""
     images = [element.image_id for owner in owners for element in merged.point3D(owner).track.elements]
