@@ -6,8 +6,11 @@ models already made, without making them again.
 
 OUT: the output folder of a `landmark-sfm run`; TRUTH: a COLMAP model of the true cameras
 (`landmark-sfm synth`'s gt/). A model counts as wrong below AUC@5 0.8 (the issue's line): the
-table then says whether the verdict caught it.
+table then says whether the verdict caught it. For a run made before its report named the
+pairs that the cameras stage dropped for breaking rotation loops (0.3.6 and earlier), the
+check is made again from the run's pairs, as the cameras stage makes it.
 """
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,18 +22,42 @@ import flows  # noqa: E402,F401  (environment defaults before Prefect and pycolm
 WRONG_BELOW_AUC5 = 0.8
 
 
+def loop_breaking_pairs_again(layout, settings) -> list[list[str]]:
+    """The pairs ([name1, name2]) the cameras stage drops for breaking rotation loops, checked
+    again from the run's outputs."""
+    from flows.chunk_tasks import calibrate_and_check_loops, load_chunk
+    from flows.tasks import chunk_plan
+    from sfm_core.initialization import pose_graph_components
+
+    dropped = []
+    for chunk in chunk_plan(layout):
+        inputs = load_chunk(layout, settings, chunk)
+        for frames in pose_graph_components(len(inputs.rows), inputs.pairs):
+            loops = calibrate_and_check_loops(inputs, settings, chunk, frames)[2]
+            dropped += [[inputs.rows[d.index1].name, inputs.rows[d.index2].name] for d in loops.dropped]
+    return dropped
+
+
 def regrade(out: Path) -> tuple[dict, dict]:
     """(the verdict of sparse/0 that the run wrote, the one the current rules give)."""
     from flows.layout import OutputLayout
-    from flows.stage_io import cameras_stage_findings
+    from flows.settings import Settings
+    from flows.stage_io import cameras_stage_findings, loop_breaking_pairs
+    from flows.tasks import pairs_set_aside, read_folds
     from flows.verdicts import model_grades
     from storage.colmap_model import model_dirs, read_model
 
     layout = OutputLayout(out)
     report = json.loads(layout.report.read_text())
+    settings = Settings(**{name: value for name, value in report["settings"].items()
+                           if name in {f.name for f in dataclasses.fields(Settings)}})
+    cameras = report["stages"].get("cameras", {}).get("chunks", [])
+    named = all("loop_breaking_pairs" in chunk for chunk in cameras)
+    loop_breaking = loop_breaking_pairs(report["stages"]) if named else loop_breaking_pairs_again(layout, settings)
     models = [read_model(folder) for folder in model_dirs(layout.sparse)]
-    grades = model_grades(layout, models, report["settings"]["features"],
-                          cameras_stage_findings(report["stages"], "exif_rejected"))
+    grades = model_grades(layout, models, settings.features,
+                          cameras_stage_findings(report["stages"], "exif_rejected"),
+                          pairs_set_aside(read_folds(layout), loop_breaking))
     return report["verdict"], grades[0]["verdict"] if grades else {"status": "suspect", "reasons": ["no model"]}
 
 

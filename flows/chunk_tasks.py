@@ -15,11 +15,11 @@ from flows.settings import Settings
 from flows.stage_io import (fresh, gray_tensor, initial_cameras, keypoint_shape, make_refiner, refinement_settings,
                             stage_logger, usable_rows)
 from sfm_core.bundle_adjustment import BUNDLE_ADJUSTERS, refine
-from sfm_core.calibration import calibrate_focal_lengths, relative_poses
+from sfm_core.calibration import CalibratedCameras, calibrate_focal_lengths, relative_poses
 from sfm_core.chunking import Chunk
 from sfm_core.initialization import initialize_poses_best_of, pose_graph_components
 from sfm_core.model import new_reconstruction, point_of_track_map, with_image_ids
-from sfm_core.rotation_loops import MAX_LOOP_ERROR_DEG, check_loops
+from sfm_core.rotation_loops import MAX_LOOP_ERROR_DEG, LoopCheck, check_loops
 from sfm_core.query_tracks import query_frame_tracks
 from sfm_core.track_refinement import refine_tracks
 from sfm_core.tracks import tracked_keypoints, tracks_from_pairs
@@ -112,14 +112,9 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
     out = fresh(_stage_folder(layout, "cameras", chunk))
     components = pose_graph_components(len(inputs.rows), inputs.pairs)
     posed = []
-    # A photo whose shared camera is split takes the id after the collection's cameras given by
-    # its place in the collection: the same in every chunk, so that chunk models merge.
-    own_camera_ids = ([len(inputs.cameras) + 1 + f for f in chunk.frames] if settings.shared_cameras == "auto"
-                      else None)
-    split, exif_rejected, broken, contradicted = [], {}, 0, {}
+    split, exif_rejected, broken, contradicted = [], {}, [], {}
     for frames in components:
-        calibrated = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames,
-                                             inputs.constant_camera_ids, own_camera_ids=own_camera_ids)
+        calibrated, group_pairs, loops, cut_off = calibrate_and_check_loops(inputs, settings, chunk, frames)
         exif_rejected.update(_log_exif_test(calibrated.exif_test, inputs, frames, chunk))
         split += [test for test in calibrated.sharing_tests if test.split]
         for test in calibrated.sharing_tests:
@@ -129,11 +124,7 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
             stage_logger().info("cameras %s: %d photos of camera %d %s (%d pairs: %s)", chunk_name(chunk), test.photos,
                                 test.camera_id, "calibrate one each" if test.split else "share it", test.pairs,
                                 evidence)
-        in_group = set(frames)
-        group_pairs = relative_poses(calibrated.cameras, calibrated.camera_of_frame, inputs.keypoints,
-                                     [p for p in inputs.pairs if p.index1 in in_group])
-        group_pairs, loops, cut_off = check_loops(len(inputs.rows), group_pairs)
-        broken += len(loops.dropped)
+        broken += [[inputs.rows[d.index1].name, inputs.rows[d.index2].name] for d in loops.dropped]
         stage_logger().info("cameras %s: %d of %d loops of three pairs close within %.0f deg; %s%s", chunk_name(chunk),
                             loops.closed, loops.loops, MAX_LOOP_ERROR_DEG,
                             "too many broken to judge the pairs by: all kept" if loops.too_poor_to_judge else
@@ -164,7 +155,25 @@ def initialize_cameras(layout: OutputLayout, settings: Settings, chunk: Chunk) -
                         posed, unconnected, len(split))
     return {"groups": len(posed), "posed": sum(posed), "unconnected": unconnected,
             "cameras_split": len(split), "photos_given_own_camera": sum(test.photos for test in split),
-            "pairs_breaking_loops": broken, "left_out_for_contradictions": contradicted, "exif_rejected": exif_rejected}
+            "pairs_breaking_loops": len(broken), "loop_breaking_pairs": broken,
+            "left_out_for_contradictions": contradicted, "exif_rejected": exif_rejected}
+
+
+def calibrate_and_check_loops(inputs: ChunkInputs, settings: Settings, chunk: Chunk, frames: list[int]
+                              ) -> tuple[CalibratedCameras, list[VerifiedPair], LoopCheck, set[int]]:
+    """A connected group's (frames) focal lengths calibrated, its pairs' relative poses with
+    them, and the rotation-loop check of those: (the calibration, the pairs kept, the check,
+    the frames cut off), as rotation_loops.check_loops gives them."""
+    # A photo whose shared camera is split takes the id after the collection's cameras given by
+    # its place in the collection: the same in every chunk, so that chunk models merge.
+    own_camera_ids = ([len(inputs.cameras) + 1 + f for f in chunk.frames] if settings.shared_cameras == "auto"
+                      else None)
+    calibrated = calibrate_focal_lengths(inputs.cameras, inputs.camera_of_frame, inputs.pairs, frames,
+                                         inputs.constant_camera_ids, own_camera_ids=own_camera_ids)
+    in_group = set(frames)
+    group_pairs = relative_poses(calibrated.cameras, calibrated.camera_of_frame, inputs.keypoints,
+                                 [p for p in inputs.pairs if p.index1 in in_group])
+    return calibrated, *check_loops(len(inputs.rows), group_pairs)
 
 
 EXIF_REJECTED_FILE = "exif_rejected.json"  # {photo name: why}, in the cameras stage's folder

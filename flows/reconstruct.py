@@ -19,7 +19,7 @@ from flows.dispatch import chunk_task_runner, gpu_annotation
 from flows.layout import OutputLayout, chunk_name
 from flows.outcomes import record_outcomes
 from flows.settings import Settings, chunk_overlap_for
-from flows.stage_io import cameras_stage_findings, count_focal_sources, stage_logger
+from flows.stage_io import cameras_stage_findings, count_focal_sources, loop_breaking_pairs, stage_logger
 from flows.tasks import chunk_plan, export, extract_features, ingest, match_pairs, merge_chunks, plan_chunk_groups
 from sfm_core.cameras import parse_camera_spec
 from sfm_core.chunking import Chunk
@@ -134,7 +134,8 @@ def _run(source: str, root: Path, settings: Settings, dask_address: str | None, 
     # The merge depends on the last stage of every chunk that came through.
     done = stages["bundle-adjustment"]["chunks"]
     upstream = stage("merge", merge_chunks, make_key("chunks", [r["key"] for r in done]), [r["chunk"] for r in done])
-    stage("export", export, upstream, storage_options, cameras_stage_findings(stages, "exif_rejected"))
+    stage("export", export, upstream, storage_options, cameras_stage_findings(stages, "exif_rejected"),
+          loop_breaking_pairs(stages))
     rows = record_outcomes(layout, settings.intrinsics, stages)
     report = _run_report(source, output, settings, stages, time.perf_counter() - started,
                          count_focal_sources(r.focal_source for r in rows if r.status == "ok"))

@@ -69,6 +69,12 @@ def cameras_stage_findings(stages: dict, key: str) -> dict[str, str]:
     return found
 
 
+def loop_breaking_pairs(stages: dict) -> list[list[str]]:
+    """The pairs ([name1, name2]) that the chunks' cameras stage dropped for breaking the
+    rotation loops of the view graph, from the run's stage reports (report.json's "stages")."""
+    return [pair for chunk in stages.get("cameras", {}).get("chunks", []) for pair in chunk.get("loop_breaking_pairs", [])]
+
+
 def count_focal_sources(sources) -> dict[str, int]:
     """{"exif": n, "exif_rejected": n, "calibrated": n, "known": n} over `sources` (the
     rejected ones counted whatever their reason)."""

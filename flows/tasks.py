@@ -287,18 +287,19 @@ def merge_chunks(layout: OutputLayout, settings: Settings, chunks: list[int]) ->
 
 @stage_task("export")
 def export(layout: OutputLayout, settings: Settings, storage_options: dict | None = None,
-           exif_rejected: dict[str, str] | None = None) -> dict:
+           exif_rejected: dict[str, str] | None = None, loop_breaking: list[list[str]] | None = None) -> dict:
     """The merged models, largest first, to sparse/<i> with their points coloured from the
     photos as we decode them (any format ingest reads, EXIF-oriented; COLMAP's own reader
     cannot open WebP and ignores orientation), and the largest to points.ply, each graded.
     exif_rejected: {name: why} of the EXIF focal lengths the cameras stage found contradicted
     (flows.stage_io.cameras_stage_findings), which the verdict does not hold against a model;
-    nor does it hold the doppelganger pairs of the folds the merge joined (FOLDS_FILE). A model
-    of one split side's photos is suspect, with the reason."""
+    nor does it hold the pairs the pipeline already set aside as wrong: loop_breaking, the pairs
+    ([name1, name2]) the cameras stage dropped for breaking rotation loops
+    (flows.stage_io.loop_breaking_pairs), and the doppelganger pairs of the folds the merge
+    joined (FOLDS_FILE). A model of one split side's photos is suspect, with the reason."""
     logger = stage_logger()
     models = [read_model(folder) for folder in model_dirs(layout.stage_models("merged"))]
-    folds_path = layout.stage_models("merged") / FOLDS_FILE
-    folds = json.loads(folds_path.read_text()) if folds_path.exists() else {"split_sides": [], "doppelgangers": []}
+    folds = read_folds(layout)
     models = sorted((m for m in models if m.num_reg_images() >= 2), key=lambda m: m.num_reg_images(), reverse=True)
     uncoloured = _colour_points(models, {r.name: r.uri for r in usable_rows(layout)}, settings.max_image_size,
                                 storage_options)
@@ -313,8 +314,7 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
                 "mean_reprojection_error_px": round(float(m.compute_mean_reprojection_error()), 4),
                 "mean_track_length": round(float(m.compute_mean_track_length()), 3)}
                for i, m in enumerate(models)]
-    grades = model_grades(layout, models, settings.features, exif_rejected,
-                          frozenset(map(frozenset, folds["doppelgangers"])))
+    grades = model_grades(layout, models, settings.features, exif_rejected, pairs_set_aside(folds, loop_breaking))
     summary = [{**entry, **grade} for entry, grade in zip(summary, grades)]
     for entry, rec in zip(summary, models):
         if any({image.name for image in rec.images.values()} <= set(side) for side in folds["split_sides"]):
@@ -327,6 +327,18 @@ def export(layout: OutputLayout, settings: Settings, storage_options: dict | Non
 
 
 FOLDS_FILE = "folds.json"  # in the merge stage's folder: {"split_sides": [[names], ...], "doppelgangers": [[a, b], ...]}
+
+
+def read_folds(layout: OutputLayout) -> dict:
+    """The merge stage's FOLDS_FILE (empty lists where it wrote none)."""
+    path = layout.stage_models("merged") / FOLDS_FILE
+    return json.loads(path.read_text()) if path.exists() else {"split_sides": [], "doppelgangers": []}
+
+
+def pairs_set_aside(folds: dict, loop_breaking: list[list[str]] | None) -> frozenset[frozenset[str]]:
+    """The pairs (two names each) that the verdict does not hold against a model: the folds'
+    doppelgangers and the pairs that broke rotation loops (see export)."""
+    return frozenset(map(frozenset, folds["doppelgangers"] + (loop_breaking or [])))
 
 
 def _detected_keypoints(layout: OutputLayout, settings: Settings, models: list[pycolmap.Reconstruction]) -> dict[int, int]:

@@ -11,14 +11,16 @@ from storage.pair_table import read_pairs
 
 def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction], features: str,
                  exif_rejected: dict[str, str] | None = None,
-                 doppelgangers: frozenset[frozenset[str]] = frozenset()) -> list[dict]:
+                 set_aside: frozenset[frozenset[str]] = frozenset()) -> list[dict]:
     """Per model, for its entry in report.json: "verdict" {"status": "ok" | "suspect",
     "reasons": [...]}, "registered" (its images whose pose is determined: the others are not
     counted as registered), "undetermined" {name: why} and the figures the verdict read.
     exif_rejected: {name: why} of the EXIF focal lengths the cameras stage found contradicted.
-    doppelgangers: the pairs (frozensets of two names) that folded a chunk model before its
-    sides were joined (sfm_core.fold_join): a right model contradicts them, so the rule on
-    contradicted pairs does not read them."""
+    set_aside: pairs (frozensets of two names) the pipeline found wrong before the model was
+    made, which a right model contradicts, so the rule on contradicted pairs does not read
+    them: those the cameras stage dropped for breaking rotation loops (the learned matchers'
+    false matches between cameras facing opposite ways, mostly), and those that folded a
+    chunk model before its sides were joined (sfm_core.fold_join)."""
     # Every usable photo counts, those with no verified pair too: a model that leaves out
     # most of the collection does not reconstruct it, whatever the reason.
     rows = usable_rows(layout)
@@ -27,7 +29,7 @@ def model_grades(layout: OutputLayout, models: list[pycolmap.Reconstruction], fe
     # the view graph did not contradict it (a rejected one was not used: leaving it is no sign).
     exif_focals = {r.name: r.focal_length_px for r in rows
                    if r.ingest_focal_source == "exif" and r.focal_length_px and r.name not in (exif_rejected or {})}
-    pairs = [p for p in _strong_pairs(layout, rows, features) if frozenset((p.name1, p.name2)) not in doppelgangers]
+    pairs = [p for p in _strong_pairs(layout, rows, features) if frozenset((p.name1, p.name2)) not in set_aside]
     logger = stage_logger()
     grades = []
     for index, rec in enumerate(models):

@@ -4,14 +4,22 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pycolmap
 import pytest
 
+from flows.layout import OutputLayout
 from flows.reconstruct import STAGES, reconstruct
 from flows.settings import TRACK_KINDS, Settings
+from flows.stage_io import loop_breaking_pairs, usable_rows
+from flows.tasks import pairs_set_aside, read_folds
+from flows.verdicts import model_grades
 from sfm_core.synthetic import render_scene
+from sfm_core.verification import VerifiedPair
 from storage.colmap_model import evaluate_model_dirs
+from storage.feature_store import FeatureStore
 from storage.manifest import read_manifest
+from storage.pair_table import read_pairs, write_pairs
 from storage.synthetic_io import load_package_textures, write_scene
 
 
@@ -118,3 +126,74 @@ def test_the_other_track_kind_reconstructs_as_accurately(run_with_junk, scene_wi
                for kind, r in ((default, report), (other, again))}
     # Following each query point into the neighbours the matcher missed it in lengthens the tracks.
     assert lengths["query"] > lengths["pairs"]
+
+
+def _doppelganger_inliers(model: pycolmap.Reconstruction, name1: str, name2: str, wrong_from: str,
+                          keypoints1, keypoints2, count: int = 60):
+    """(count, 2) keypoint index pairs between name1 and name2 that fit the relative pose of
+    name1 and wrong_from instead of theirs: what a doppelganger pair's false matches do. Each
+    keypoint of photo 1 is paired with the free keypoint of photo 2 nearest its epipolar line
+    under the wrong pose (Sampson distance under 0.5 px)."""
+    image1, image2, other = (model.find_image_with_name(n) for n in (name1, name2, wrong_from))
+    wrong = other.cam_from_world() * image1.cam_from_world().inverse()  # a cam2_from_cam1 of the wrong photo
+    t = wrong.translation / np.linalg.norm(wrong.translation)
+    essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ wrong.rotation.matrix()
+    camera1, camera2 = model.camera(image1.camera_id), model.camera(image2.camera_id)
+    x1 = np.c_[camera1.cam_from_img(keypoints1.astype(np.float64)), np.ones(len(keypoints1))]
+    x2 = np.c_[camera2.cam_from_img(keypoints2.astype(np.float64)), np.ones(len(keypoints2))]
+    lines2 = x1 @ essential.T  # (K1, 3) epipolar lines in photo 2
+    lines1 = x2 @ essential  # (K2, 3)
+    algebraic = lines2 @ x2.T  # (K1, K2)
+    sampson = np.abs(algebraic) / np.sqrt(lines2[:, :1] ** 2 + lines2[:, 1:2] ** 2 + lines1[None, :, 0] ** 2
+                                          + lines1[None, :, 1] ** 2) * camera1.mean_focal_length()
+    matches, taken = [], set()
+    for i in np.argsort(sampson.min(axis=1)):
+        j = int(np.argmin(sampson[i]))
+        if sampson[i, j] < 0.5 and j not in taken:
+            matches.append((int(i), j))
+            taken.add(j)
+        if len(matches) == count:
+            break
+    return np.array(matches, np.uint32)
+
+
+@pytest.mark.slow
+def test_pairs_dropped_for_breaking_rotation_loops_are_not_held_against_the_model(run_with_junk, scene_with_junk,
+                                                                                   tmp_path):
+    """Two verified pairs whose matches fit another photo's relative pose (doppelgangers): the
+    cameras stage drops them for breaking the rotation loops and names them in its report, and
+    the verdict, which would find the right model contradicting them, does not hold them
+    against it."""
+    out, _ = run_with_junk
+    shutil.copytree(out, tmp_path / "out")
+    layout = OutputLayout(tmp_path / "out")
+    rows = usable_rows(layout)
+    frame = {row.name: f for f, row in enumerate(rows)}
+    store = FeatureStore(str(layout.features), Settings().features)
+    model = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    pairs = read_pairs(str(layout.pairs), [r.image_id for r in rows])
+    wrong = {("img_002.jpg", "img_004.jpg"): "img_010.jpg", ("img_006.jpg", "img_008.jpg"): "img_000.jpg"}
+    for (name1, name2), wrong_from in wrong.items():
+        inliers = _doppelganger_inliers(model, name1, name2, wrong_from, store.read_keypoints(rows[frame[name1]].sha256),
+                                        store.read_keypoints(rows[frame[name2]].sha256))
+        assert len(inliers) == 60
+        pairs = [p for p in pairs if {p.index1, p.index2} != {frame[name1], frame[name2]}]
+        pairs.append(VerifiedPair(frame[name1], frame[name2], len(inliers), inliers, "CALIBRATED", None, None))
+    write_pairs(str(layout.pairs), pairs, [r.image_id for r in rows])
+    # The stages from the tracks on run again: their checkpoints and Prefect's cached results go.
+    for stage in STAGES[STAGES.index("tracks"):]:
+        for checkpoint in (layout.root / "checkpoints").glob(f"{stage}*.json"):
+            (layout.root / "checkpoints" / "results" / json.loads(checkpoint.read_text())["key"]).unlink()
+            checkpoint.unlink()
+
+    report = reconstruct(str(scene_with_junk / "images"), str(layout.root))
+    dropped = {frozenset(pair) for pair in loop_breaking_pairs(report["stages"])}
+    assert {frozenset(names) for names in wrong} <= dropped
+    assert report["stages"]["cameras"]["pairs_breaking_loops"] == len(dropped)
+    assert report["verdict"] == {"status": "ok", "reasons": []}
+    assert evaluate_model_dirs(layout.sparse / "0", scene_with_junk / "gt")["auc@5"] >= 0.95
+    # Read against the model, those pairs contradict it: without setting them aside it is suspect.
+    models = [pycolmap.Reconstruction(str(layout.sparse / "0"))]
+    held = model_grades(layout, models, Settings().features, {}, pairs_set_aside(read_folds(layout), []))
+    assert held[0]["verdict"]["status"] == "suspect"
+    assert "2 of" in held[0]["verdict"]["reasons"][0] and "img_002.jpg - img_004.jpg" in held[0]["verdict"]["reasons"][0]
