@@ -1,5 +1,6 @@
 """Shared fixtures: the real photo sets beside the checkout, and one Prefect API per session."""
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ def shared_set(name: str) -> Path:
     if not (path / "images").is_dir():
         pytest.skip(f"real photo set not found: {path}")
     return path
+
+
+def without_chunk_checkpoints(done: Path, copy: Path) -> Path:
+    """A copy of a finished output folder in which only the collection-wide stages before the
+    chunks (ingest to chunking) are done: the chunks, the merge and the export run again."""
+    shutil.copytree(done, copy)
+    shutil.rmtree(copy / "checkpoints" / "results")  # Prefect's cache of every stage
+    for checkpoint in (copy / "checkpoints").iterdir():
+        if checkpoint.stem not in ("ingest", "features", "matching", "chunking"):
+            checkpoint.unlink()
+    return copy
 
 
 @pytest.fixture(scope="session")

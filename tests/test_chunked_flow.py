@@ -2,7 +2,6 @@
 the chunks run on a real Dask cluster, merged into one model; and a Dask worker killed in the
 middle of a chunk."""
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from conftest import without_chunk_checkpoints
 from flows.reconstruct import reconstruct
 from flows.synth import make_collection
 from storage.colmap_model import evaluate_model_dirs, model_dirs
@@ -89,17 +89,6 @@ class KillWorkerOnce(WorkerPlugin):
         if finish == "executing" and str(key).startswith(self.prefix) and not os.path.exists(self.marker):
             Path(self.marker).write_text(str(key))
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def without_chunk_checkpoints(done: Path, copy: Path) -> Path:
-    """A copy of a finished output folder in which only the collection-wide stages before the
-    chunks (ingest to chunking) are done: the chunks, the merge and the export run again."""
-    shutil.copytree(done, copy)
-    shutil.rmtree(copy / "checkpoints" / "results")  # Prefect's cache of every stage
-    for checkpoint in (copy / "checkpoints").iterdir():
-        if checkpoint.stem not in ("ingest", "features", "matching", "chunking"):
-            checkpoint.unlink()
-    return copy
 
 
 @pytest.mark.slow
